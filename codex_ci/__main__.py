@@ -1,0 +1,3 @@
+from codex_ci.cli import main
+
+main()

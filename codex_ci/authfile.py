@@ -1,0 +1,298 @@
+"""The auth.json model: parse, validate, read JWT claims, serialize the way Codex does.
+
+An :class:`AuthFile` keeps the whole JSON object, unknown keys included, so nothing a newer Codex wrote is lost.
+Its ``repr`` shows no token. Error messages name keys and positions, never values.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from codex_ci.errors import InvalidAuthError
+from codex_ci.secret import Secret
+
+MAX_BYTES = 1024 * 1024
+AUTH_CLAIMS = "https://api.openai.com/auth"
+# The order Codex writes its top-level keys in; unknown keys follow in their original order.
+KEY_ORDER = (
+    "auth_mode",
+    "OPENAI_API_KEY",
+    "tokens",
+    "last_refresh",
+    "agent_identity",
+    "personal_access_token",
+    "bedrock_api_key",
+)
+TOKEN_ORDER = ("id_token", "access_token", "refresh_token", "account_id")
+SECRET_KEYS = ("OPENAI_API_KEY", "personal_access_token", "bedrock_api_key")
+
+_FRACTION = re.compile(r"(\.\d{6})\d+")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 UTC with microseconds and a ``Z``, as Codex (chrono) writes ``last_refresh``."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(value: str) -> datetime | None:
+    """Parse an RFC 3339 timestamp (any number of fraction digits); None when it is not one."""
+    text = _FRACTION.sub(r"\1", value.strip())
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    return moment.astimezone(timezone.utc)
+
+
+def decode_jwt_claims(token: str, name: str) -> dict[str, Any]:
+    """The payload of a JWT (signature unchecked, as Codex does). Raises InvalidAuthError naming ``name``."""
+    parts = token.split(".")
+    if len(parts) != 3 or not all(parts):
+        raise InvalidAuthError(f"{name} is not a JWT (expected three dot-separated parts)")
+    payload = parts[1]
+    try:
+        raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+        claims = json.loads(raw)
+    except (binascii.Error, ValueError, RecursionError):
+        raise InvalidAuthError(f"{name} is not a JWT (its payload does not decode to JSON)") from None
+    if not isinstance(claims, dict):
+        raise InvalidAuthError(f"{name} is not a JWT (its payload is not a JSON object)")
+    return claims
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What the id_token and access token say about the login. Not secret, but shown masked."""
+
+    email: str | None
+    account_id: str | None
+    user_id: str | None
+    plan: str | None
+    access_expires: datetime | None
+
+
+def _epoch(value: Any) -> datetime | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return datetime.fromtimestamp(value, timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            return None
+    return None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+class AuthFile:
+    """A validated auth.json. Build with :meth:`parse`; serialize with :meth:`to_bytes`."""
+
+    __slots__ = ("_data", "mode", "identity")
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+        self.mode = _resolve_mode(data)
+        self.identity = _validate(data, self.mode)
+
+    def __repr__(self) -> str:
+        return f"AuthFile(mode={self.mode!r}, [secure])"
+
+    # -- parsing -------------------------------------------------------------------------------------------
+    @classmethod
+    def parse(cls, raw: bytes | str, source: str) -> AuthFile:
+        """Parse auth.json bytes (or text). ``source`` names where they came from, for messages."""
+        if isinstance(raw, str):
+            try:
+                raw = raw.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidAuthError(f"{source} is not valid UTF-8") from None
+        if len(raw) > MAX_BYTES:
+            raise InvalidAuthError(f"{source} is too large ({len(raw)} bytes; the limit is {MAX_BYTES})")
+        if b"\x00" in raw:
+            raise InvalidAuthError(f"{source} contains NUL bytes")
+        if not raw.strip():
+            raise InvalidAuthError(f"{source} is empty")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidAuthError(f"{source} is not valid UTF-8") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidAuthError(
+                f"{source} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+            ) from None
+        except RecursionError:
+            raise InvalidAuthError(f"{source} is nested too deeply") from None
+        if not isinstance(data, dict):
+            raise InvalidAuthError(f"{source} must be a JSON object, not {_json_kind(data)}")
+        try:
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidAuthError(f"{source} contains invalid unicode escapes") from None
+        try:
+            return cls(data)
+        except InvalidAuthError as exc:
+            raise InvalidAuthError(f"{source}: {exc.message}") from None
+
+    @classmethod
+    def parse_seed(cls, raw: bytes | str, source: str) -> tuple[AuthFile, str]:
+        """Parse a seed that is JSON or base64 of JSON. Returns the file and "json" or "base64"."""
+        data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else raw
+        if len(data) > MAX_BYTES * 2:
+            raise InvalidAuthError(f"{source} is too large ({len(data)} bytes; the limit is {MAX_BYTES})")
+        stripped = data.strip()
+        if not stripped or stripped[:1] in (b"{", b"[", b'"') or b"\x00" in stripped:
+            return cls.parse(data, source), "json"
+        compact = re.sub(rb"\s+", b"", stripped)
+        try:
+            decoded = base64.b64decode(compact + b"=" * (-len(compact) % 4), altchars=b"-_", validate=True)
+        except (binascii.Error, ValueError):
+            decoded = b""
+        if not decoded.lstrip().startswith(b"{"):
+            try:
+                json.loads(stripped)
+            except (ValueError, RecursionError):
+                raise InvalidAuthError(f"{source} is neither JSON nor base64-encoded JSON") from None
+            return cls.parse(data, source), "json"
+        return cls.parse(decoded, f"{source} (base64-decoded)"), "base64"
+
+    # -- reading -------------------------------------------------------------------------------------------
+    @property
+    def is_chatgpt(self) -> bool:
+        return self.mode == "chatgpt"
+
+    @property
+    def tokens(self) -> dict[str, Any]:
+        tokens = self._data.get("tokens")
+        return tokens if isinstance(tokens, dict) else {}
+
+    @property
+    def refresh_token(self) -> Secret | None:
+        value = self.tokens.get("refresh_token")
+        return Secret(value) if isinstance(value, str) and value else None
+
+    @property
+    def last_refresh(self) -> datetime | None:
+        value = self._data.get("last_refresh")
+        return parse_time(value) if isinstance(value, str) else None
+
+    def secret_values(self) -> list[Secret]:
+        """Every token value in the file: the ones a CI log must mask."""
+        values = [self.tokens.get(key) for key in ("id_token", "access_token", "refresh_token")]
+        values += [self._data.get(key) for key in SECRET_KEYS]
+        return [Secret(v) for v in values if isinstance(v, str) and v]
+
+    # -- changing ------------------------------------------------------------------------------------------
+    def normalized_for_seed(self, now: datetime) -> AuthFile:
+        """Fill what Codex needs for its own refresh: ``tokens.account_id`` and ``last_refresh``."""
+        data = json.loads(json.dumps(self._data))
+        if self.is_chatgpt and not _text(self.tokens.get("account_id")):
+            if not self.identity.account_id:
+                raise InvalidAuthError(
+                    "tokens.account_id is missing and the id_token has no chatgpt_account_id claim"
+                )
+            data["tokens"]["account_id"] = self.identity.account_id
+        if self.last_refresh is None:
+            data["last_refresh"] = format_time(now)
+        return AuthFile(data)
+
+    def with_refresh(self, response: dict[str, Any], now: datetime) -> AuthFile:
+        """Apply a token-endpoint answer: take the tokens it gives, keep the ones it omits, stamp the time."""
+        data = json.loads(json.dumps(self._data))
+        for key in ("id_token", "access_token", "refresh_token"):
+            value = response.get(key)
+            if isinstance(value, str) and value:
+                data["tokens"][key] = value
+        data["last_refresh"] = format_time(now)
+        refreshed = AuthFile(data)
+        if not _text(refreshed.tokens.get("account_id")) and refreshed.identity.account_id:
+            data["tokens"]["account_id"] = refreshed.identity.account_id
+            refreshed = AuthFile(data)
+        return refreshed
+
+    def to_bytes(self) -> bytes:
+        """Pretty JSON, two-space indent, Codex's key order, unknown keys kept after the known ones."""
+        ordered = {key: self._data[key] for key in KEY_ORDER if key in self._data}
+        if self.mode in ("chatgpt", "apikey") or "OPENAI_API_KEY" in self._data:
+            ordered.setdefault("OPENAI_API_KEY", None)
+            ordered = {key: ordered[key] for key in KEY_ORDER if key in ordered}
+        if isinstance(ordered.get("tokens"), dict):
+            tokens = ordered["tokens"]
+            first = {key: tokens[key] for key in TOKEN_ORDER if key in tokens}
+            ordered["tokens"] = first | {k: v for k, v in tokens.items() if k not in first}
+        ordered |= {k: v for k, v in self._data.items() if k not in ordered}
+        return json.dumps(ordered, indent=2, ensure_ascii=False).encode("utf-8")
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return "null"
+
+
+def _resolve_mode(data: dict[str, Any]) -> str:
+    mode = data.get("auth_mode")
+    if mode is None:
+        key = data.get("OPENAI_API_KEY")
+        return "apikey" if isinstance(key, str) and key else "chatgpt"
+    if not isinstance(mode, str) or not mode:
+        raise InvalidAuthError("auth_mode must be a string")
+    return mode.lower() if mode.lower() in ("chatgpt", "apikey") else mode
+
+
+def _validate(data: dict[str, Any], mode: str) -> Identity:
+    key = data.get("OPENAI_API_KEY")
+    if key is not None and not isinstance(key, str):
+        raise InvalidAuthError("OPENAI_API_KEY must be a string or null")
+    last_refresh = data.get("last_refresh")
+    if last_refresh is not None and (not isinstance(last_refresh, str) or parse_time(last_refresh) is None):
+        raise InvalidAuthError("last_refresh is not an RFC 3339 timestamp")
+    if mode == "apikey":
+        if not key:
+            raise InvalidAuthError("auth_mode is apikey but OPENAI_API_KEY is empty")
+        return Identity(None, None, None, None, None)
+    tokens = data.get("tokens")
+    if tokens is None:
+        if mode == "chatgpt":
+            raise InvalidAuthError("tokens is missing (a ChatGPT login needs tokens)")
+        return Identity(None, None, None, None, None)
+    if not isinstance(tokens, dict):
+        raise InvalidAuthError("tokens must be an object")
+    for name in ("id_token", "access_token", "refresh_token"):
+        value = tokens.get(name)
+        if not isinstance(value, str) or not value:
+            what = "is missing" if value is None else "must be a non-empty string"
+            raise InvalidAuthError(f"tokens.{name} {what}")
+    account = tokens.get("account_id")
+    if account is not None and not isinstance(account, str):
+        raise InvalidAuthError("tokens.account_id must be a string or null")
+    id_claims = decode_jwt_claims(tokens["id_token"], "tokens.id_token")
+    access_claims = decode_jwt_claims(tokens["access_token"], "tokens.access_token")
+    auth = id_claims.get(AUTH_CLAIMS)
+    auth = auth if isinstance(auth, dict) else {}
+    return Identity(
+        email=_text(id_claims.get("email")),
+        account_id=_text(account) or _text(auth.get("chatgpt_account_id")),
+        user_id=_text(auth.get("chatgpt_user_id")) or _text(auth.get("user_id")),
+        plan=_text(auth.get("chatgpt_plan_type")),
+        access_expires=_epoch(access_claims.get("exp")),
+    )

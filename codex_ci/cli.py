@@ -1,0 +1,228 @@
+"""The Typer app: options in, one core call, a report out, an exit code. The only module importing typer.
+
+Core modules are imported inside each command so that ``seed`` and ``status`` never load httpx or a store SDK.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+from codex_ci import __version__
+from codex_ci.errors import CodexCIError, ConfigError, ExitCode
+
+if TYPE_CHECKING:
+    from codex_ci.authfile import AuthFile
+
+log = logging.getLogger("codex_ci")
+
+app = typer.Typer(
+    name="codex-ci",
+    help="Keep a Codex CLI ChatGPT login alive and safe on CI runners.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+HomeOpt = Annotated[
+    str | None,
+    typer.Option("--codex-home", envvar="CODEX_HOME", show_envvar=True, help="Codex's home (default ~/.codex)."),
+]
+LockOpt = Annotated[
+    float, typer.Option("--lock-timeout", envvar="CODEX_CI_LOCK_TIMEOUT", help="Seconds to wait for auth.json.lock.")
+]
+MinTtlOpt = Annotated[
+    str,
+    typer.Option("--min-ttl", envvar="CODEX_CI_MIN_TTL", help="Refresh when the access token expires within this."),
+]
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: str, option: str) -> timedelta:
+    """``90``, ``90s``, ``15m``, ``1h30m``, ``8d``: a non-negative duration, or a ConfigError."""
+    text = value.strip().lower()
+    parts = _DURATION.findall(text)
+    if not text or "".join(n + u for n, u in parts) != text or (len(parts) > 1 and any(not u for _, u in parts)):
+        raise ConfigError(f"{option} must be a duration such as 90s, 30m, 1h or 8d")
+    seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if seconds > 10 * 365 * 86400:
+        raise ConfigError(f"{option} is too large")
+    return timedelta(seconds=seconds)
+
+
+def _run(body: Callable[[], int | None]) -> NoReturn:
+    """Run one command: translate codex-ci errors into a one-line message and their exit code."""
+    from codex_ci import github
+
+    try:
+        code = body() or ExitCode.OK
+    except CodexCIError as exc:
+        hint = f" {exc.hint}" if exc.hint else ""
+        log.error("error: %s.%s", exc.message.rstrip("."), hint)
+        github.error(exc.message)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        code = ExitCode.INTERRUPTED
+    except typer.Exit:
+        raise
+    except Exception as exc:  # a bug: say what kind, never its text (it could hold a payload)
+        if os.environ.get("CODEX_CI_DEBUG") == "1":
+            import traceback
+
+            traceback.print_exc()
+        log.error("internal error (%s). This is a bug in codex-ci; please report it.", type(exc).__name__)
+        github.error(f"internal error ({type(exc).__name__})")
+        code = ExitCode.UNEXPECTED
+    raise typer.Exit(code)
+
+
+def _mask(auth: AuthFile) -> None:
+    from codex_ci import github
+
+    github.mask(auth.secret_values())
+
+
+def _facts(auth: AuthFile) -> dict[str, Any]:
+    from codex_ci.authfile import format_time
+
+    expires = auth.identity.access_expires
+    return {
+        "auth-mode": auth.mode,
+        "expires-at": format_time(expires) if expires else "",
+        "last-refresh": format_time(auth.last_refresh) if auth.last_refresh else "",
+    }
+
+
+def _report(title: str, auth: AuthFile, extra: dict[str, Any]) -> None:
+    from codex_ci import github
+
+    outputs = _facts(auth) | extra
+    github.set_outputs(outputs)
+    github.summary(title, list(outputs.items()))
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"codex-ci {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Say more (never a secret).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("codex-ci: %(message)s"))
+    log.handlers[:] = [handler]
+    log.propagate = False
+    log.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+
+
+@app.command()
+def seed(
+    codex_home: HomeOpt = None,
+    from_file: Annotated[
+        str | None, typer.Option("--from-file", help="Read the login from PATH (- for stdin), not CODEX_AUTH_JSON.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing auth.json.")] = False,
+    if_newer: Annotated[
+        bool, typer.Option("--if-newer", help="Replace it only if the seed's last_refresh is later.")
+    ] = False,
+    lock_timeout: LockOpt = 60.0,
+) -> None:
+    """Write auth.json from CODEX_AUTH_JSON (JSON or base64) only if it is absent."""
+
+    def body() -> None:
+        from codex_ci import files, local
+
+        raw, source = local.read_source(from_file)
+        result = local.seed(
+            files.resolve_home(codex_home), raw, source, force=force, if_newer=if_newer,
+            lock_timeout=lock_timeout, on_login=_mask,
+        )
+        log.info("%s", result.reason)
+        _report("codex-ci seed", result.auth, {"seeded": result.action != "kept"})
+
+    _run(body)
+
+
+@app.command()
+def refresh(
+    codex_home: HomeOpt = None,
+    min_ttl: MinTtlOpt = "1h",
+    max_age: Annotated[
+        str, typer.Option("--max-age", help="Refresh when the expiry is unreadable and last_refresh is older.")
+    ] = "8d",
+    force: Annotated[bool, typer.Option("--force", help="Refresh even if the token is fresh.")] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="Seconds to wait for the token endpoint's answer.")
+    ] = 30.0,
+    retries: Annotated[
+        int, typer.Option("--retries", min=0, max=10, help="Retries when the request surely did not spend the token.")
+    ] = 2,
+    lock_timeout: LockOpt = 60.0,
+) -> None:
+    """Refresh the login under Codex's auth.json.lock, exactly as Codex would, if it needs it."""
+
+    def body() -> None:
+        from codex_ci import files, local
+        from codex_ci.refresh import Policy, TokenClient
+
+        policy = Policy(parse_duration(min_ttl, "--min-ttl"), parse_duration(max_age, "--max-age"), force)
+        client = TokenClient(read_timeout=timeout, attempts=retries + 1)
+        result = local.refresh_home(
+            files.resolve_home(codex_home), policy, lock_timeout=lock_timeout, client=client, on_login=_mask
+        )
+        expires = _facts(result.auth)["expires-at"] or "unknown"
+        log.info("%s: %s (access token valid until %s)", "refreshed" if result.refreshed else "not refreshed",
+                 result.reason, expires)
+        _report("codex-ci refresh", result.auth, {"refreshed": result.refreshed})
+
+    _run(body)
+
+
+@app.command()
+def status(
+    codex_home: HomeOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+    min_ttl: MinTtlOpt = "1h",
+    lock_timeout: LockOpt = 10.0,
+) -> None:
+    """Show the login's health; the exit code tells it (see README)."""
+
+    def body() -> int:
+        from codex_ci import files
+        from codex_ci.status import read_status, render
+
+        report = read_status(
+            files.resolve_home(codex_home), min_ttl=parse_duration(min_ttl, "--min-ttl"), lock_timeout=lock_timeout
+        )
+        if as_json:
+            import json
+
+            typer.echo(json.dumps(report.as_dict(), indent=2))
+        else:
+            typer.echo(render(report))
+        return report.exit_code
+
+    _run(body)
+
+
+def main() -> None:
+    app(prog_name="codex-ci")

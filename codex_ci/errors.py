@@ -1,0 +1,94 @@
+"""The one exception root. Each subclass carries its exit code and a hint.
+
+Messages never contain a secret: they name files, keys and HTTP statuses, never values.
+"""
+
+from __future__ import annotations
+
+
+class ExitCode:
+    """The documented exit codes (see README.md)."""
+
+    OK = 0
+    UNEXPECTED = 1  # a bug in codex-ci: please report it
+    USAGE = 2  # bad command line (typer's own)
+    INVALID = 3  # auth JSON / seed / stored payload is not a usable login
+    MISSING = 4  # there is no auth.json (or no secret in the store)
+    LOGIN_REJECTED = 5  # the token endpoint rejected the login for good: log in again
+    TRANSIENT = 6  # network, 5xx, 429, timeout: try again later
+    LOCK_TIMEOUT = 7  # another process held auth.json.lock too long
+    FILESYSTEM = 8  # unusable CODEX_HOME, symlink, permissions, disk
+    STORE = 9  # the secret store failed or refused
+    CONFLICT = 10  # the store moved under us and could not be reconciled
+    EXPIRING = 20  # status: valid but expires within --min-ttl
+    EXPIRED = 21  # status: the access token has expired (a refresh may still save it)
+    INTERRUPTED = 130
+
+
+class CodexCIError(Exception):
+    """Base of every error codex-ci reports to the user."""
+
+    exit_code = ExitCode.UNEXPECTED
+    hint: str | None = None
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if hint is not None:
+            self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(CodexCIError):
+    """A bad option or environment value (the same exit code as a usage error)."""
+
+    exit_code = ExitCode.USAGE
+
+
+class InvalidAuthError(CodexCIError):
+    exit_code = ExitCode.INVALID
+    hint = "Export a fresh auth.json from a trusted machine where `codex login` ran with cli_auth_credentials_store = \"file\"."
+
+
+class MissingAuthError(CodexCIError):
+    exit_code = ExitCode.MISSING
+    hint = "Run `codex-ci seed` (from CODEX_AUTH_JSON) or `codex-ci restore --from STORE` first."
+
+
+class LoginRejectedError(CodexCIError):
+    exit_code = ExitCode.LOGIN_REJECTED
+    hint = (
+        "The login is dead for every copy. Run `codex login` on a trusted machine and update the "
+        "CODEX_AUTH_JSON secret (or `codex-ci persist --to STORE`)."
+    )
+
+
+class TransientError(CodexCIError):
+    exit_code = ExitCode.TRANSIENT
+    hint = "Nothing was changed. Try again later."
+
+
+class AmbiguousRefreshError(TransientError):
+    hint = (
+        "The refresh request may have reached the server, so it was not retried: the refresh token may "
+        "now be spent. Run `codex-ci status`; if a later refresh fails with refresh_token_reused, log in again."
+    )
+
+
+class LockTimeoutError(CodexCIError):
+    exit_code = ExitCode.LOCK_TIMEOUT
+    hint = "Another process holds the lock. Raise --lock-timeout or check for a stuck process."
+
+
+class FileSystemError(CodexCIError):
+    exit_code = ExitCode.FILESYSTEM
+
+
+class StoreError(CodexCIError):
+    exit_code = ExitCode.STORE
+
+
+class ConflictError(CodexCIError):
+    exit_code = ExitCode.CONFLICT

@@ -1,0 +1,191 @@
+"""CODEX_HOME on disk: the auth.json.lock flock Codex uses, atomic writes, permissions, symlink refusal."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from codex_ci.errors import FileSystemError, LockTimeoutError
+
+log = logging.getLogger("codex_ci")
+
+AUTH_NAME = "auth.json"
+LOCK_NAME = "auth.json.lock"
+MAX_READ = 4 * 1024 * 1024
+
+
+def resolve_home(option: str | None) -> Path:
+    """--codex-home, else $CODEX_HOME, else ~/.codex (as Codex resolves it)."""
+    value = option or os.environ.get("CODEX_HOME") or "~/.codex"
+    return Path(value).expanduser()
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+def ensure_home(home: Path, *, create: bool) -> None:
+    """Check CODEX_HOME is a directory; create it 0700 (umask ignored) when asked and missing."""
+    try:
+        info = home.stat()
+    except FileNotFoundError:
+        if not create:
+            raise FileSystemError(f"CODEX_HOME {home} does not exist") from None
+        try:
+            home.mkdir(mode=0o700, parents=True)
+            os.chmod(home, 0o700)
+        except OSError as exc:
+            raise FileSystemError(f"cannot create CODEX_HOME {home}: {_why(exc)}") from None
+        log.info("created %s (0700)", home)
+        return
+    except OSError as exc:
+        raise FileSystemError(f"cannot use CODEX_HOME {home}: {_why(exc)}") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise FileSystemError(f"CODEX_HOME {home} is not a directory")
+
+
+def _refuse_link_or_dir(path: Path) -> bool:
+    """True if ``path`` exists as a regular file, False if absent; raise for a symlink or anything else."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise FileSystemError(f"cannot use {path}: {_why(exc)}") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise FileSystemError(f"{path} is a symlink; refusing to follow it")
+    if not stat.S_ISREG(info.st_mode):
+        raise FileSystemError(f"{path} is not a regular file")
+    return True
+
+
+class AuthLock:
+    """Exclusive flock on ``$CODEX_HOME/auth.json.lock``: the lock Codex takes around writing auth.json.
+
+    The lock file is created 0600 and never deleted (deleting it would let two processes both "hold" it).
+    It fails closed on filesystems without flock instead of falling back to a lock Codex ignores.
+    """
+
+    def __init__(self, home: Path, timeout: float) -> None:
+        self.path = home / LOCK_NAME
+        self.timeout = timeout
+        self._lock: object | None = None
+
+    def __enter__(self) -> AuthLock:
+        from filelock import Timeout, UnixFileLock
+
+        self._create()
+        lock = UnixFileLock(
+            self.path, timeout=self.timeout, mode=0o600, thread_local=False, fallback_to_soft=False,
+            preserve_lock_file=True, poll_interval=0.01,
+        )
+        started = time.monotonic()
+        try:
+            lock.acquire()
+        except Timeout:
+            raise LockTimeoutError(f"timed out after {self.timeout:g}s waiting for {self.path}") from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise FileSystemError(f"{self.path} is a symlink; refusing to follow it") from None
+            raise FileSystemError(f"cannot lock {self.path}: {_why(exc)}") from None
+        waited = time.monotonic() - started
+        if waited > 0.05:
+            log.info("waited %.2fs for %s", waited, self.path)
+        self._lock = lock
+        return self
+
+    def _create(self) -> None:
+        """Create the lock file 0600 up front, so an unusable directory fails now instead of at the timeout."""
+        _refuse_link_or_dir(self.path)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise FileSystemError(f"{self.path} is a symlink; refusing to follow it") from None
+            raise FileSystemError(f"cannot create {self.path}: {_why(exc)}") from None
+        try:
+            if os.fstat(fd).st_uid == os.geteuid():
+                os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._lock is not None:
+            self._lock.release()  # type: ignore[attr-defined]
+            self._lock = None
+
+
+def read_file(path: Path) -> bytes | None:
+    """The bytes of a regular file, None if absent. Refuses symlinks and directories; caps the size."""
+    if not _refuse_link_or_dir(path):
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise FileSystemError(f"{path} is a symlink; refusing to follow it") from None
+        raise FileSystemError(f"cannot read {path}: {_why(exc)}") from None
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            data = handle.read(MAX_READ + 1)
+        except OSError as exc:
+            raise FileSystemError(f"cannot read {path}: {_why(exc)}") from None
+    if len(data) > MAX_READ:
+        raise FileSystemError(f"{path} is larger than {MAX_READ} bytes")
+    return data
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` 0600 by temp file, fsync and rename in the same directory.
+
+    Callers hold the AuthLock. A symlink or directory at ``path`` is refused; on any failure the old file
+    stays as it was and the temp file is removed.
+    """
+    _refuse_link_or_dir(path)
+    directory = path.parent
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise FileSystemError(f"cannot write in {directory}: {_why(exc)}") from None
+    try:
+        try:
+            os.fchmod(fd, 0o600)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise FileSystemError(f"cannot write {path}: {_why(exc)}") from None
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass  # the file is in place; a directory fsync is best effort on some filesystems
+
+
+def mode_of(path: Path) -> int | None:
+    """Permission bits of ``path`` (not following links), None if absent."""
+    try:
+        return stat.S_IMODE(path.lstat().st_mode)
+    except OSError:
+        return None

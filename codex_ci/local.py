@@ -1,0 +1,174 @@
+"""The local commands' core: seed and refresh one CODEX_HOME. Returns values or raises; never prints."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from codex_ci.authfile import AuthFile, utcnow
+from codex_ci.errors import InvalidAuthError, MissingAuthError
+from codex_ci.files import AUTH_NAME, AuthLock, ensure_home, read_file, write_atomic
+
+if TYPE_CHECKING:
+    from codex_ci.refresh import Policy, TokenClient
+
+log = logging.getLogger("codex_ci")
+
+CONFIG_NAME = "config.toml"
+CONFIG_LINE = 'cli_auth_credentials_store = "file"\n'
+
+LoginHook = Callable[[AuthFile], None]
+
+
+def _ignore(auth: AuthFile) -> None:
+    """The default ``on_login`` hook: every login read or made is shown to it before anything is logged."""
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    action: str  # "written", "replaced" or "kept"
+    auth: AuthFile
+    reason: str
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    refreshed: bool
+    reason: str
+    auth: AuthFile
+
+
+def read_source(from_file: str | None) -> tuple[bytes, str]:
+    """The seed's bytes and a name for messages: --from-file PATH, - for stdin, else $CODEX_AUTH_JSON."""
+    import sys
+
+    if from_file == "-":
+        return sys.stdin.buffer.read(4 * 1024 * 1024 + 1), "standard input"
+    if from_file:
+        path = Path(from_file)
+        try:
+            with path.open("rb") as handle:
+                return handle.read(4 * 1024 * 1024 + 1), str(path)
+        except OSError as exc:
+            from codex_ci.errors import FileSystemError
+
+            raise FileSystemError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+    value = os.environb.get(b"CODEX_AUTH_JSON")
+    if value is None:
+        raise MissingAuthError(
+            "CODEX_AUTH_JSON is not set", hint="Set it from your secret, or pass --from-file PATH."
+        )
+    return value, "CODEX_AUTH_JSON"
+
+
+def load(home: Path) -> AuthFile:
+    """Parse auth.json (the caller holds the lock). MissingAuthError if absent."""
+    raw = read_file(home / AUTH_NAME)
+    if raw is None:
+        raise MissingAuthError(f"{home / AUTH_NAME} does not exist")
+    return AuthFile.parse(raw, str(home / AUTH_NAME))
+
+
+def seed(
+    home: Path, raw: bytes, source: str, *, force: bool, if_newer: bool, lock_timeout: float,
+    now: datetime | None = None, on_login: LoginHook = _ignore,
+) -> SeedResult:
+    """Write auth.json from a seed, only if absent (or --force, or --if-newer and the seed is newer)."""
+    now = now or utcnow()
+    auth, encoding = AuthFile.parse_seed(raw, source)
+    on_login(auth)
+    auth = auth.normalized_for_seed(now)
+    log.info("login read from %s (%s, %s mode)", source, encoding, auth.mode)
+    ensure_home(home, create=True)
+    path = home / AUTH_NAME
+    with AuthLock(home, lock_timeout):
+        existing_raw = read_file(path)
+        action = "written"
+        reason = f"wrote {path}"
+        if existing_raw is not None:
+            if not (force or if_newer):
+                return SeedResult("kept", auth, f"{path} already exists; left unchanged")
+            if if_newer and not force:
+                current = _existing_time(existing_raw, str(path))
+                if current is not None and (auth.last_refresh is None or auth.last_refresh <= current):
+                    return SeedResult("kept", auth, f"{path} is as new as the seed or newer; left unchanged")
+            action, reason = "replaced", f"replaced {path}"
+        write_atomic(path, auth.to_bytes())
+    ensure_config(home)
+    return SeedResult(action, auth, reason)
+
+
+def _existing_time(raw: bytes, name: str) -> datetime | None:
+    try:
+        return AuthFile.parse(raw, name).last_refresh
+    except InvalidAuthError:
+        return None  # an unreadable file is older than any valid seed
+
+
+def ensure_config(home: Path) -> None:
+    """Create config.toml forcing file credentials; warn if it sends them to a keyring."""
+    path = home / CONFIG_NAME
+    current = read_file(path)
+    if current is None:
+        write_atomic(path, CONFIG_LINE.encode())
+        log.info('created %s with cli_auth_credentials_store = "file"', path)
+        return
+    store = credentials_store(current)
+    if store in ("keyring", "auto"):
+        log.warning(
+            '%s sets cli_auth_credentials_store = "%s": Codex would move the login out of auth.json; set it to "file"',
+            path, store,
+        )
+
+
+def credentials_store(config: bytes | None) -> str | None:
+    """The cli_auth_credentials_store setting of a config.toml ("invalid" if it does not parse)."""
+    if config is None:
+        return None
+    try:
+        value = tomllib.loads(config.decode("utf-8")).get("cli_auth_credentials_store")
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return "invalid"
+    return value if isinstance(value, str) else None
+
+
+def refresh_home(
+    home: Path, policy: Policy, *, lock_timeout: float, client: TokenClient | None = None,
+    on_login: LoginHook = _ignore,
+) -> RefreshResult:
+    """Refresh auth.json under the lock for the whole read, decide, POST and write."""
+    from codex_ci.errors import AmbiguousRefreshError
+    from codex_ci.refresh import TokenClient, decide
+
+    ensure_home(home, create=False)
+    started = utcnow()
+    with AuthLock(home, lock_timeout):
+        auth = load(home)
+        on_login(auth)
+        if not auth.is_chatgpt:
+            return RefreshResult(False, f"{auth.mode} login: nothing to refresh", auth)
+        last = auth.last_refresh
+        if policy.force and last is not None and last >= started:
+            return RefreshResult(False, "another process refreshed it while this one waited", auth)
+        now = utcnow()
+        why = decide(auth, now, policy)
+        if why is None:
+            return RefreshResult(False, "the access token is fresh enough", auth)
+        token = auth.refresh_token
+        if token is None:  # validated by AuthFile; kept for the type checker
+            raise InvalidAuthError("tokens.refresh_token is missing")
+        log.info("refreshing: %s", why)
+        tokens = (client or TokenClient()).refresh(token)
+        try:
+            refreshed = auth.with_refresh(tokens, utcnow())
+        except InvalidAuthError as exc:
+            raise AmbiguousRefreshError(f"the token endpoint answered with unusable tokens: {exc.message}") from None
+        on_login(refreshed)
+        write_atomic(home / AUTH_NAME, refreshed.to_bytes())
+    return RefreshResult(True, why, refreshed)

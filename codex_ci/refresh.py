@@ -1,0 +1,215 @@
+"""The refresh policy and the token-endpoint client, sending exactly the request Codex sends.
+
+Only this module (and the stores) import httpx, so ``seed`` and ``status`` start fast.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import random
+import ssl
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from codex_ci import __version__
+from codex_ci.authfile import AuthFile
+from codex_ci.errors import (
+    AmbiguousRefreshError,
+    ConfigError,
+    LoginRejectedError,
+    TransientError,
+)
+from codex_ci.secret import Secret
+
+log = logging.getLogger("codex_ci")
+
+DEFAULT_URL = "https://auth.openai.com/oauth/token"
+DEFAULT_CLIENT_ID = "app_EMoamEEZ73f0CkXaXp7hrann"
+PERMANENT_CODES = {
+    "refresh_token_expired": "the refresh token has expired",
+    "refresh_token_reused": "the refresh token was already used (another copy of this login refreshed it)",
+    "refresh_token_invalidated": "the refresh token was revoked (a logout or a new login elsewhere)",
+}
+MAX_RETRY_AFTER = 30.0
+
+
+@dataclass(frozen=True)
+class Policy:
+    min_ttl: timedelta
+    max_age: timedelta
+    force: bool = False
+
+
+def decide(auth: AuthFile, now: datetime, policy: Policy) -> str | None:
+    """Why this login needs a refresh now, or None. Codex's rule with a CI-sized margin."""
+    if policy.force:
+        return "forced"
+    expires = auth.identity.access_expires
+    if expires is not None:
+        if expires - now <= policy.min_ttl:
+            return "the access token expires within the minimum TTL" if expires > now else "the access token has expired"
+        return None
+    last = auth.last_refresh
+    if last is None:
+        return "the access token has no readable expiry and last_refresh is unknown"
+    if now - last >= policy.max_age:
+        return "the access token has no readable expiry and last_refresh is older than the maximum age"
+    return None
+
+
+def endpoint() -> tuple[str, str]:
+    """The token URL and client id, honouring Codex's own environment overrides."""
+    url = os.environ.get("CODEX_REFRESH_TOKEN_URL_OVERRIDE") or DEFAULT_URL
+    client_id = os.environ.get("CODEX_APP_SERVER_LOGIN_CLIENT_ID") or DEFAULT_CLIENT_ID
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme == "https" and host:
+        return url, client_id
+    if parts.scheme == "http" and _is_loopback(host):
+        return url, client_id
+    raise ConfigError(
+        "CODEX_REFRESH_TOKEN_URL_OVERRIDE must be an https:// URL (http:// only for a loopback host)"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _verify() -> ssl.SSLContext | bool:
+    bundle = os.environ.get("CODEX_CA_CERTIFICATE") or os.environ.get("SSL_CERT_FILE")
+    if not bundle:
+        return True
+    try:
+        return ssl.create_default_context(cafile=bundle)
+    except (OSError, ssl.SSLError):
+        raise ConfigError("the CA bundle named by CODEX_CA_CERTIFICATE or SSL_CERT_FILE cannot be loaded") from None
+
+
+def error_code(body: Any) -> str | None:
+    """The error code of a token-endpoint answer: error.code, error (a string) or code; lower case."""
+    if not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    if isinstance(error, dict) and isinstance(error.get("code"), str):
+        return str(error["code"]).lower()
+    if isinstance(error, str):
+        return error.lower()
+    code = body.get("code")
+    return code.lower() if isinstance(code, str) else None
+
+
+def _classify(response: httpx.Response) -> Exception:
+    """Turn a non-200 answer into the error to raise (LoginRejectedError is permanent)."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    code = error_code(body)
+    status = response.status_code
+    named = f" ({code})" if code and len(code) < 64 and code.replace("_", "").isalnum() else ""
+    if code in PERMANENT_CODES:
+        return LoginRejectedError(f"the token endpoint rejected the login: {PERMANENT_CODES[code]}")
+    if status == 401:
+        return LoginRejectedError(f"the token endpoint rejected the login: HTTP 401{named}")
+    if status == 400 and code == "invalid_grant":
+        return LoginRejectedError("the token endpoint rejected the login: HTTP 400 (invalid_grant)")
+    return TransientError(f"the token endpoint answered HTTP {status}{named}")
+
+
+def _retry_after(response: httpx.Response, default: float) -> float:
+    value = response.headers.get("retry-after", "")
+    try:
+        return min(max(float(value), 0.0), MAX_RETRY_AFTER)
+    except ValueError:
+        return default
+
+
+class TokenClient:
+    """POSTs a refresh the way Codex does, with bounded retries only where the token cannot have been spent."""
+
+    def __init__(
+        self, *, connect_timeout: float = 10.0, read_timeout: float = 30.0, attempts: int = 3, backoff: float = 1.0
+    ) -> None:
+        self.url, self.client_id = endpoint()
+        self.timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
+        self.attempts = max(1, attempts)
+        self.backoff = backoff
+
+    def refresh(self, refresh_token: Secret) -> dict[str, Any]:
+        body = json.dumps(
+            {"client_id": self.client_id, "grant_type": "refresh_token", "refresh_token": refresh_token.reveal()}
+        )
+        headers = {"Content-Type": "application/json", "User-Agent": f"codex-ci/{__version__}"}
+        host = urlsplit(self.url).hostname
+        with httpx.Client(timeout=self.timeout, verify=_verify(), trust_env=True) as client:
+            for attempt in range(1, self.attempts + 1):
+                delay = self.backoff * 2 ** (attempt - 1) * (0.5 + random.random() / 2)
+                log.debug("refresh POST to %s (attempt %d of %d)", host, attempt, self.attempts)
+                try:
+                    response = client.post(self.url, content=body, headers=headers)
+                except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                    # The request never left: retrying cannot spend the token twice.
+                    if _is_tls_failure(exc):
+                        raise TransientError(
+                            f"TLS verification failed for {host}",
+                            hint="Set CODEX_CA_CERTIFICATE (or SSL_CERT_FILE) to the CA bundle that signs it.",
+                        ) from None
+                    error: Exception = TransientError(f"cannot connect to {host}: {type(exc).__name__}")
+                except httpx.TimeoutException:
+                    raise AmbiguousRefreshError(f"no answer from {host} in time after sending the refresh") from None
+                except httpx.TransportError as exc:
+                    raise AmbiguousRefreshError(
+                        f"the connection to {host} broke after sending the refresh ({type(exc).__name__})"
+                    ) from None
+                else:
+                    if response.status_code == 200:
+                        return _tokens(response)
+                    error = _classify(response)
+                    if not isinstance(error, TransientError) or not (
+                        response.status_code == 429 or response.status_code >= 500
+                    ):
+                        raise error
+                    if response.status_code == 429:
+                        delay = _retry_after(response, delay)
+                if attempt == self.attempts:
+                    raise error
+                log.info("%s; retrying in %.1fs", error, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _is_tls_failure(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError) or "CERTIFICATE_VERIFY_FAILED" in str(type(seen)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _tokens(response: httpx.Response) -> dict[str, Any]:
+    """The tokens of a 200 answer. A 200 we cannot read may have spent the token: ambiguous, never retried."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise AmbiguousRefreshError("the token endpoint answered 200 with a body that is not a JSON object")
+    for key in ("id_token", "access_token", "refresh_token"):
+        if key in body and body[key] is not None and not isinstance(body[key], str):
+            raise AmbiguousRefreshError(f"the token endpoint answered 200 with a {key} that is not a string")
+    return body

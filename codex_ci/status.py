@@ -1,0 +1,171 @@
+"""Health of one CODEX_HOME, as plain data with no secret in it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from codex_ci.authfile import AuthFile, format_time, utcnow
+from codex_ci.errors import ExitCode, FileSystemError, InvalidAuthError
+from codex_ci.files import AUTH_NAME, AuthLock, mode_of, read_file
+from codex_ci.local import CONFIG_NAME, credentials_store
+
+HEALTH_CODES = {
+    "healthy": ExitCode.OK,
+    "expiring": ExitCode.EXPIRING,
+    "expired": ExitCode.EXPIRED,
+    "missing": ExitCode.MISSING,
+    "invalid": ExitCode.INVALID,
+}
+
+
+@dataclass
+class Status:
+    health: str
+    codex_home: str
+    auth_file: str
+    mode: str | None = None
+    account_id: str | None = None
+    email: str | None = None
+    plan: str | None = None
+    last_refresh: str | None = None
+    last_refresh_age_seconds: int | None = None
+    access_expires_at: str | None = None
+    access_expires_in_seconds: int | None = None
+    refresh_token_present: bool = False
+    file_mode: str | None = None
+    dir_mode: str | None = None
+    credentials_store: str | None = None
+    problem: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return HEALTH_CODES[self.health]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def mask_email(email: str | None) -> str | None:
+    if not email:
+        return None
+    user, _, domain = email.partition("@")
+    return f"{user[:1]}***@{domain}" if domain else f"{user[:1]}***"
+
+
+def mask_id(value: str | None) -> str | None:
+    if not value:
+        return None
+    return f"{value[:4]}...{value[-4:]}" if len(value) > 12 else f"{value[:2]}..."
+
+
+def _octal(mode: int | None) -> str | None:
+    return None if mode is None else f"{mode:04o}"
+
+
+def read_status(home: Path, *, min_ttl: timedelta, lock_timeout: float, now: datetime | None = None) -> Status:
+    """Read auth.json (under the lock when the directory allows it) and judge its health."""
+    now = now or utcnow()
+    path = home / AUTH_NAME
+    status = Status("missing", str(home), str(path))
+    status.dir_mode = _octal(mode_of(home))
+    if status.dir_mode is None:
+        status.problem = f"CODEX_HOME {home} does not exist"
+        return status
+    status.file_mode = _octal(mode_of(path))
+    try:
+        status.credentials_store = credentials_store(read_file(home / CONFIG_NAME))
+        raw = _read_locked(home, lock_timeout, status.warnings)
+    except FileSystemError as exc:
+        status.health, status.problem = "invalid", exc.message
+        return status
+    if raw is None:
+        status.problem = f"{path} does not exist"
+        return status
+    try:
+        auth = AuthFile.parse(raw, str(path))
+    except InvalidAuthError as exc:
+        status.health, status.problem = "invalid", exc.message
+        return status
+    _describe(status, auth, now, min_ttl)
+    _warn(status)
+    return status
+
+
+def _read_locked(home: Path, lock_timeout: float, warnings: list[str]) -> bytes | None:
+    try:
+        lock = AuthLock(home, lock_timeout).__enter__()
+    except FileSystemError as exc:
+        # A read-only CODEX_HOME cannot hold a lock file; then nobody can be writing auth.json either.
+        warnings.append(f"read without the lock: {exc.message}")
+        return read_file(home / AUTH_NAME)
+    try:
+        return read_file(home / AUTH_NAME)
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _describe(status: Status, auth: AuthFile, now: datetime, min_ttl: timedelta) -> None:
+    ident = auth.identity
+    status.mode = auth.mode
+    status.account_id = mask_id(ident.account_id)
+    status.email = mask_email(ident.email)
+    status.plan = ident.plan
+    status.refresh_token_present = auth.refresh_token is not None
+    if auth.last_refresh is not None:
+        status.last_refresh = format_time(auth.last_refresh)
+        status.last_refresh_age_seconds = int((now - auth.last_refresh).total_seconds())
+    status.health = "healthy"
+    if ident.access_expires is not None:
+        left = ident.access_expires - now
+        status.access_expires_at = format_time(ident.access_expires)
+        status.access_expires_in_seconds = int(left.total_seconds())
+        if left <= timedelta(0):
+            status.health = "expired"
+        elif left <= min_ttl:
+            status.health = "expiring"
+    if auth.is_chatgpt and not status.refresh_token_present:
+        status.health, status.problem = "invalid", "no refresh token"
+
+
+def _warn(status: Status) -> None:
+    if status.file_mode not in (None, "0600"):
+        status.warnings.append(f"auth.json is {status.file_mode}; expected 0600")
+    if status.dir_mode is not None and int(status.dir_mode, 8) & 0o077:
+        status.warnings.append(f"CODEX_HOME is {status.dir_mode}; expected 0700")
+    if status.credentials_store in ("keyring", "auto"):
+        status.warnings.append(f'config.toml sets cli_auth_credentials_store = "{status.credentials_store}"; use "file"')
+    elif status.credentials_store == "invalid":
+        status.warnings.append("config.toml is not valid TOML")
+
+
+
+def render(status: Status) -> str:
+    """The human table."""
+    def age(seconds: int | None, suffix: str) -> str:
+        if seconds is None:
+            return ""
+        sign, seconds = ("-" if seconds < 0 else ""), abs(seconds)
+        days, rest = divmod(seconds, 86400)
+        text = f"{days}d{rest // 3600}h" if days else f"{rest // 3600}h{rest % 3600 // 60:02d}m"
+        return f" ({sign}{text} {suffix})"
+
+    rows = [
+        ("health", status.health + (f": {status.problem}" if status.problem else "")),
+        ("auth file", status.auth_file),
+        ("mode", status.mode),
+        ("account", status.account_id),
+        ("email", status.email),
+        ("plan", status.plan),
+        ("last refresh", (status.last_refresh or "") + age(status.last_refresh_age_seconds, "ago")),
+        ("access expires", (status.access_expires_at or "") + age(status.access_expires_in_seconds, "left")),
+        ("refresh token", "present" if status.refresh_token_present else "absent"),
+        ("permissions", f"file {status.file_mode or '-'}, directory {status.dir_mode or '-'}"),
+        ("credentials store", status.credentials_store or "(not set)"),
+    ]
+    lines = [f"{key:<18} {value}" for key, value in rows if value]
+    lines += [f"{'warning':<18} {warning}" for warning in status.warnings]
+    return "\n".join(lines)
