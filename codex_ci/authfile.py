@@ -11,7 +11,7 @@ import binascii
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from codex_ci.errors import InvalidAuthError
@@ -36,12 +36,12 @@ _FRACTION = re.compile(r"(\.\d{6})\d+")
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def format_time(moment: datetime) -> str:
     """RFC 3339 UTC with microseconds and a ``Z``, as Codex (chrono) writes ``last_refresh``."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_time(value: str) -> datetime | None:
@@ -53,7 +53,7 @@ def parse_time(value: str) -> datetime | None:
         return None
     if moment.tzinfo is None:
         return None
-    return moment.astimezone(timezone.utc)
+    return moment.astimezone(UTC)
 
 
 def decode_jwt_claims(token: str, name: str) -> dict[str, Any]:
@@ -86,7 +86,7 @@ class Identity:
 def _epoch(value: Any) -> datetime | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         try:
-            return datetime.fromtimestamp(value, timezone.utc)
+            return datetime.fromtimestamp(value, UTC)
         except (OverflowError, OSError, ValueError):
             return None
     return None

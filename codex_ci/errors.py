@@ -49,7 +49,10 @@ class ConfigError(CodexCIError):
 
 class InvalidAuthError(CodexCIError):
     exit_code = ExitCode.INVALID
-    hint = "Export a fresh auth.json from a trusted machine where `codex login` ran with cli_auth_credentials_store = \"file\"."
+    hint = (
+        "Export a fresh auth.json from a trusted machine where `codex login` ran with "
+        'cli_auth_credentials_store = "file".'
+    )
 
 
 class MissingAuthError(CodexCIError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -168,10 +169,8 @@ def write_atomic(path: Path, data: bytes) -> None:
             os.close(fd)
         os.replace(tmp, path)
     except OSError as exc:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise FileSystemError(f"cannot write {path}: {_why(exc)}") from None
     try:
         dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)

@@ -32,7 +32,8 @@ def _escape(text: str) -> str:
 
 def error(message: str, title: str = "codex-ci") -> None:
     if active():
-        sys.stdout.write(f"::error title={_escape(title).replace(',', '%2C').replace(':', '%3A')}::{_escape(message)}\n")
+        title = _escape(title).replace(",", "%2C").replace(":", "%3A")
+        sys.stdout.write(f"::error title={title}::{_escape(message)}\n")
         sys.stdout.flush()
 
 

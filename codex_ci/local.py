@@ -154,7 +154,7 @@ def refresh_home(
         if not auth.is_chatgpt:
             return RefreshResult(False, f"{auth.mode} login: nothing to refresh", auth)
         last = auth.last_refresh
-        if policy.force and last is not None and last >= started:
+        if last is not None and last >= started:
             return RefreshResult(False, "another process refreshed it while this one waited", auth)
         now = utcnow()
         why = decide(auth, now, policy)
@@ -171,4 +171,7 @@ def refresh_home(
             raise AmbiguousRefreshError(f"the token endpoint answered with unusable tokens: {exc.message}") from None
         on_login(refreshed)
         write_atomic(home / AUTH_NAME, refreshed.to_bytes())
+    expires = refreshed.identity.access_expires
+    if expires is not None and expires - utcnow() <= policy.min_ttl:
+        log.warning("the new access token expires within --min-ttl: every run will refresh; lower --min-ttl")
     return RefreshResult(True, why, refreshed)

@@ -55,7 +55,9 @@ def decide(auth: AuthFile, now: datetime, policy: Policy) -> str | None:
     expires = auth.identity.access_expires
     if expires is not None:
         if expires - now <= policy.min_ttl:
-            return "the access token expires within the minimum TTL" if expires > now else "the access token has expired"
+            if expires <= now:
+                return "the access token has expired"
+            return "the access token expires within the minimum TTL"
         return None
     last = auth.last_refresh
     if last is None:
@@ -157,7 +159,7 @@ class TokenClient:
         host = urlsplit(self.url).hostname
         with httpx.Client(timeout=self.timeout, verify=_verify(), trust_env=True) as client:
             for attempt in range(1, self.attempts + 1):
-                delay = self.backoff * 2 ** (attempt - 1) * (0.5 + random.random() / 2)
+                delay = self.backoff * 2 ** (attempt - 1) * (0.5 + random.random() / 2)  # noqa: S311 (jitter)
                 log.debug("refresh POST to %s (attempt %d of %d)", host, attempt, self.attempts)
                 try:
                     response = client.post(self.url, content=body, headers=headers)

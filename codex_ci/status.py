@@ -137,7 +137,8 @@ def _warn(status: Status) -> None:
     if status.dir_mode is not None and int(status.dir_mode, 8) & 0o077:
         status.warnings.append(f"CODEX_HOME is {status.dir_mode}; expected 0700")
     if status.credentials_store in ("keyring", "auto"):
-        status.warnings.append(f'config.toml sets cli_auth_credentials_store = "{status.credentials_store}"; use "file"')
+        setting = status.credentials_store
+        status.warnings.append(f'config.toml sets cli_auth_credentials_store = "{setting}"; use "file"')
     elif status.credentials_store == "invalid":
         status.warnings.append("config.toml is not valid TOML")
 
@@ -148,10 +149,9 @@ def render(status: Status) -> str:
     def age(seconds: int | None, suffix: str) -> str:
         if seconds is None:
             return ""
-        sign, seconds = ("-" if seconds < 0 else ""), abs(seconds)
-        days, rest = divmod(seconds, 86400)
+        days, rest = divmod(abs(seconds), 86400)
         text = f"{days}d{rest // 3600}h" if days else f"{rest // 3600}h{rest % 3600 // 60:02d}m"
-        return f" ({sign}{text} {suffix})"
+        return f" ({text} {suffix})" if seconds >= 0 or suffix == "ago" else f" (expired {text} ago)"
 
     rows = [
         ("health", status.health + (f": {status.problem}" if status.problem else "")),

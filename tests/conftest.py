@@ -64,7 +64,7 @@ def write_login(home: Path, data: dict[str, Any] | bytes) -> Path:
 
 @pytest.fixture
 def token_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[TokenServer]:
-    with TokenServer(initial_refresh_token="CANARY-rt-0") as server:
+    with TokenServer(initial_refresh_token="CANARY-rt-0", access_ttl=10 * 86400) as server:
         monkeypatch.setenv("CODEX_REFRESH_TOKEN_URL_OVERRIDE", server.url)
         yield server
 
@@ -102,3 +102,12 @@ def run_process(*args: str, env: dict[str, str] | None = None, timeout: float = 
     assert_no_secrets(run.stdout, run.stderr)
     assert "Traceback" not in run.stdout + run.stderr
     return run
+
+
+@pytest.fixture
+def unused_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

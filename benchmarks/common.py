@@ -1,0 +1,87 @@
+"""Shared pieces: paths, the interpreter, a clean environment, logins, statistics and machine facts."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tokenserver import make_login
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = ROOT / ".venv" / "bin" / "python"
+CONSOLE_SCRIPT = ROOT / ".venv" / "bin" / "codex-ci"
+RESULTS = ROOT / "benchmarks" / "results"
+LOOPBACK = "127.0.0.1,localhost"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without CODEX_* and GITHUB_* (they change what codex-ci does), plus ``extra``.
+
+    NO_PROXY keeps httpx from sending loopback requests to a proxy named in the environment.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "GITHUB_"))}
+    env["NO_PROXY"] = env["no_proxy"] = LOOPBACK
+    env.update(extra)
+    return env
+
+
+def login_json(*, expires_in: int, refresh_token: str) -> str:
+    """An auth.json document for a ChatGPT login whose access token expires ``expires_in`` seconds from now."""
+    return json.dumps(make_login(access_exp=int(time.time()) + expires_in, refresh_token=refresh_token), indent=2)
+
+
+def write_login(home: Path, *, expires_in: int, refresh_token: str) -> None:
+    """Create ``home`` (0700) holding an auth.json (0600) as Codex would leave it."""
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = home / "auth.json"
+    path.write_text(login_json(expires_in=expires_in, refresh_token=refresh_token))
+    path.chmod(0o600)
+
+
+def ms(seconds: float) -> float:
+    """Seconds to milliseconds, rounded to 0.1 ms for reports."""
+    return round(seconds * 1000, 1)
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def p90(values: Sequence[float]) -> float:
+    """The 90th percentile (inclusive method); the value itself for a single sample."""
+    if len(values) < 2:
+        return float(values[0])
+    return float(statistics.quantiles(values, n=10, method="inclusive")[-1])
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict[str, Any]:
+    """What the figures depend on: CPUs, Python, OS, and how busy the (shared) machine was at the start."""
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "cpu_model": _cpu_model(),
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
