@@ -44,6 +44,20 @@ MinTtlOpt = Annotated[
     typer.Option("--min-ttl", envvar="CODEX_CI_MIN_TTL", help="Refresh when the access token expires within this."),
 ]
 
+StoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--store", envvar="CODEX_CI_STORE_URL", show_envvar=True,
+        help="Secret store URL: vault://MOUNT/PATH, aws://SECRET, gcp://projects/P/secrets/S or file://PATH.",
+    ),
+]
+LeaseTtlOpt = Annotated[
+    str, typer.Option("--lease-ttl", help="How long a refresh lease lasts if its holder dies.")
+]
+LeaseWaitOpt = Annotated[
+    float, typer.Option("--lease-wait", help="Seconds to wait for another runner's refresh lease.")
+]
+
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -176,24 +190,145 @@ def refresh(
         int, typer.Option("--retries", min=0, max=10, help="Retries when the request surely did not spend the token.")
     ] = 2,
     lock_timeout: LockOpt = 60.0,
+    store: StoreOpt = None,
+    lease_ttl: LeaseTtlOpt = "2m",
+    lease_wait: LeaseWaitOpt = 180.0,
 ) -> None:
-    """Refresh the login under Codex's auth.json.lock, exactly as Codex would, if it needs it."""
+    """Refresh the login under Codex's auth.json.lock, exactly as Codex would, if it needs it.
+
+    With --store: the distributed refresh. Restore from the store, and if a refresh is needed take a lease in
+    the store so that any number of runners rotate the login once, then write it back by compare-and-set.
+    """
+    _run(lambda: _refresh(
+        codex_home, store, min_ttl, max_age, force, timeout, retries, lock_timeout, lease_ttl, lease_wait,
+        "codex-ci refresh",
+    ))
+
+
+def _refresh(
+    codex_home: str | None, store: str | None, min_ttl: str, max_age: str, force: bool, timeout: float,
+    retries: int, lock_timeout: float, lease_ttl: str, lease_wait: float, title: str,
+) -> None:
+    from codex_ci import files, local
+    from codex_ci.refresh import Policy, TokenClient
+
+    policy = Policy(parse_duration(min_ttl, "--min-ttl"), parse_duration(max_age, "--max-age"), force)
+    client = TokenClient(read_timeout=timeout, attempts=retries + 1)
+    home = files.resolve_home(codex_home)
+    extra: dict[str, Any] = {}
+    if store:
+        from codex_ci import sync
+
+        result: Any = sync.distributed_refresh(
+            home, _open(store), policy, lock_timeout=lock_timeout, client=client, on_login=_mask,
+            lease_ttl=parse_duration(lease_ttl, "--lease-ttl"), lease_wait=lease_wait,
+        )
+        extra["store-version"] = result.version or ""
+    else:
+        result = local.refresh_home(home, policy, lock_timeout=lock_timeout, client=client, on_login=_mask)
+    expires = _facts(result.auth)["expires-at"] or "unknown"
+    log.info("%s: %s (access token valid until %s)", "refreshed" if result.refreshed else "not refreshed",
+             result.reason, expires)
+    _report(title, result.auth, {"refreshed": result.refreshed} | extra)
+
+
+def _open(url: str) -> Any:
+    from codex_ci.stores import open_store
+
+    store = open_store(url)
+    log.debug("store: %s", store.url)
+    return store
+
+
+@app.command()
+def restore(
+    from_url: Annotated[
+        str | None,
+        typer.Option("--from", envvar="CODEX_CI_STORE_URL", show_envvar=True, help="Store URL to restore from."),
+    ] = None,
+    codex_home: HomeOpt = None,
+    lock_timeout: LockOpt = 60.0,
+) -> None:
+    """Write the store's newest login to auth.json (unless the local one is newer)."""
 
     def body() -> None:
-        from codex_ci import files, local
-        from codex_ci.refresh import Policy, TokenClient
+        from codex_ci import files, sync
 
-        policy = Policy(parse_duration(min_ttl, "--min-ttl"), parse_duration(max_age, "--max-age"), force)
-        client = TokenClient(read_timeout=timeout, attempts=retries + 1)
-        result = local.refresh_home(
-            files.resolve_home(codex_home), policy, lock_timeout=lock_timeout, client=client, on_login=_mask
+        result = sync.restore(
+            files.resolve_home(codex_home), _open(_require(from_url, "--from")), lock_timeout=lock_timeout,
+            on_login=_mask,
         )
-        expires = _facts(result.auth)["expires-at"] or "unknown"
-        log.info("%s: %s (access token valid until %s)", "refreshed" if result.refreshed else "not refreshed",
-                 result.reason, expires)
-        _report("codex-ci refresh", result.auth, {"refreshed": result.refreshed})
+        log.info("%s", result.reason)
+        assert result.auth is not None
+        _report("codex-ci restore", result.auth, {"restored": result.action, "store-version": result.version})
 
     _run(body)
+
+
+@app.command()
+def persist(
+    to_url: Annotated[
+        str | None,
+        typer.Option("--to", envvar="CODEX_CI_STORE_URL", show_envvar=True, help="Store URL to write to."),
+    ] = None,
+    codex_home: HomeOpt = None,
+    lock_timeout: LockOpt = 60.0,
+) -> None:
+    """Write auth.json back to the store if it changed, by compare-and-set; never over a newer login."""
+
+    def body() -> None:
+        from codex_ci import files, sync
+
+        result = sync.persist(
+            files.resolve_home(codex_home), _open(_require(to_url, "--to")), lock_timeout=lock_timeout,
+            on_login=_mask,
+        )
+        log.info("%s", result.reason)
+        assert result.auth is not None
+        _report("codex-ci persist", result.auth, {"persisted": result.action, "store-version": result.version})
+
+    _run(body)
+
+
+@app.command()
+def keepalive(
+    store: StoreOpt = None,
+    codex_home: HomeOpt = None,
+    max_age: Annotated[
+        str | None,
+        typer.Option("--max-age", help="Refresh only if the stored login is older than this (default: always)."),
+    ] = None,
+    min_ttl: MinTtlOpt = "1h",
+    timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Token endpoint timeout.")] = 30.0,
+    retries: Annotated[int, typer.Option("--retries", min=0, max=10)] = 2,
+    lock_timeout: LockOpt = 60.0,
+    lease_ttl: LeaseTtlOpt = "2m",
+    lease_wait: LeaseWaitOpt = 180.0,
+) -> None:
+    """The nightly job: rotate the stored login (distributed, once), then report its health."""
+
+    def body() -> int:
+        from codex_ci import files
+        from codex_ci.status import read_status
+
+        url = _require(store, "--store")
+        _refresh(
+            codex_home, url, "0s" if max_age else min_ttl, max_age or "0s", max_age is None, timeout, retries,
+            lock_timeout, lease_ttl, lease_wait, "codex-ci keepalive",
+        )
+        report = read_status(
+            files.resolve_home(codex_home), min_ttl=parse_duration(min_ttl, "--min-ttl"), lock_timeout=lock_timeout
+        )
+        log.info("health: %s", report.health)
+        return report.exit_code
+
+    _run(body)
+
+
+def _require(value: str | None, option: str) -> str:
+    if not value:
+        raise ConfigError(f"{option} (or CODEX_CI_STORE_URL) is required")
+    return value
 
 
 @app.command()
@@ -202,16 +337,20 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
     min_ttl: MinTtlOpt = "1h",
     lock_timeout: LockOpt = 10.0,
+    store: StoreOpt = None,
 ) -> None:
-    """Show the login's health; the exit code tells it (see README)."""
+    """Show the login's health; the exit code tells it (see README). --store adds the stored copy."""
 
     def body() -> int:
         from codex_ci import files
         from codex_ci.status import read_status, render
 
-        report = read_status(
-            files.resolve_home(codex_home), min_ttl=parse_duration(min_ttl, "--min-ttl"), lock_timeout=lock_timeout
-        )
+        home = files.resolve_home(codex_home)
+        report = read_status(home, min_ttl=parse_duration(min_ttl, "--min-ttl"), lock_timeout=lock_timeout)
+        if store:
+            from codex_ci.sync import store_view
+
+            report.store = store_view(_open(store), home)
         if as_json:
             import json
 

@@ -66,19 +66,19 @@ def _refuse_link_or_dir(path: Path) -> bool:
     return True
 
 
-class AuthLock:
-    """Exclusive flock on ``$CODEX_HOME/auth.json.lock``: the lock Codex takes around writing auth.json.
+class Flock:
+    """An exclusive flock on a lock file that is created 0600 and never deleted.
 
-    The lock file is created 0600 and never deleted (deleting it would let two processes both "hold" it).
-    It fails closed on filesystems without flock instead of falling back to a lock Codex ignores.
+    Deleting a lock file would let two processes both "hold" it, so it stays. It fails closed on filesystems
+    without flock instead of falling back to a lock that Codex would ignore.
     """
 
-    def __init__(self, home: Path, timeout: float) -> None:
-        self.path = home / LOCK_NAME
+    def __init__(self, path: Path, timeout: float) -> None:
+        self.path = path
         self.timeout = timeout
         self._lock: object | None = None
 
-    def __enter__(self) -> AuthLock:
+    def __enter__(self) -> Flock:
         from filelock import Timeout, UnixFileLock
 
         self._create()
@@ -122,6 +122,13 @@ class AuthLock:
         if self._lock is not None:
             self._lock.release()  # type: ignore[attr-defined]
             self._lock = None
+
+
+class AuthLock(Flock):
+    """``$CODEX_HOME/auth.json.lock``: the lock Codex takes around writing auth.json."""
+
+    def __init__(self, home: Path, timeout: float) -> None:
+        super().__init__(home / LOCK_NAME, timeout)
 
 
 def read_file(path: Path) -> bytes | None:

@@ -22,6 +22,16 @@ HEALTH_CODES = {
 
 
 @dataclass
+class StoreView:
+    """The stored copy, as ``status --store`` shows it."""
+
+    url: str
+    version: str | None = None
+    last_refresh_age_seconds: int | None = None
+    in_sync: bool = False
+
+
+@dataclass
 class Status:
     health: str
     codex_home: str
@@ -40,6 +50,7 @@ class Status:
     credentials_store: str | None = None
     problem: str | None = None
     warnings: list[str] = field(default_factory=list)
+    store: StoreView | None = None
 
     @property
     def exit_code(self) -> int:
@@ -166,6 +177,14 @@ def render(status: Status) -> str:
         ("permissions", f"file {status.file_mode or '-'}, directory {status.dir_mode or '-'}"),
         ("credentials store", status.credentials_store or "(not set)"),
     ]
+    if status.store is not None:
+        view = status.store
+        rows += [
+            ("store", view.url),
+            ("store version", view.version or "(no login stored)"),
+            ("store refreshed", age(view.last_refresh_age_seconds, "ago").strip(" ()")),
+            ("in sync", "yes" if view.in_sync else "no"),
+        ]
     lines = [f"{key:<18} {value}" for key, value in rows if value]
     lines += [f"{'warning':<18} {warning}" for warning in status.warnings]
     return "\n".join(lines)

@@ -14,10 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from storetargets import StoreTarget
 from tokenserver import TokenServer, make_login
 from typer.testing import CliRunner
 
 from codex_ci.cli import app
+
+pytest_plugins = [  # TODO: plain list once every store's target exists
+    name for name in ("target_file", "target_vault", "target_aws", "target_gcp")
+    if (Path(__file__).parent / f"{name}.py").exists()
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 JWT = re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}")
@@ -111,3 +117,13 @@ def unused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+STORE_KINDS = ["file", "vault", "aws", "gcp"]
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_target(request: pytest.FixtureRequest) -> StoreTarget:
+    """Each store in turn, on a real server on loopback (see target_*.py)."""
+    target: StoreTarget = request.getfixturevalue(f"{request.param}_target")
+    return target

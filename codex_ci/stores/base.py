@@ -1,0 +1,102 @@
+"""The store Protocol, store URLs and the lazy registry.
+
+A store holds one value (the auth.json text) with a version, and writes it only by compare-and-set. Each store
+module is imported only when its scheme is used, and imports its SDK only then, so ``seed`` and ``status``
+never load boto3, google.cloud or hvac.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from codex_ci.errors import ConfigError, ConflictError, StoreError
+
+SCHEMES = ("vault", "aws", "gcp", "file")
+EXTRAS = {"vault": ("hvac", "vault"), "aws": ("boto3", "aws"), "gcp": ("google-cloud-secret-manager", "gcp")}
+
+
+@dataclass(frozen=True)
+class Versioned:
+    """A stored value and the opaque version a compare-and-set write must name."""
+
+    value: bytes
+    version: str
+
+    def __repr__(self) -> str:
+        return f"Versioned(version={self.version!r}, value=[secure])"
+
+
+class StoreConflict(ConflictError):
+    """A compare-and-set write lost: the store holds another version than the one named (or the secret exists)."""
+
+
+class Store(Protocol):
+    """One secret location."""
+
+    @property
+    def url(self) -> str:
+        """A description for logs (the store URL; never a credential)."""
+
+    def read(self) -> Versioned | None:
+        """The current value and version, or None when the secret does not exist."""
+
+    def write(self, value: bytes, expected: str | None) -> str:
+        """Write ``value`` if the current version is ``expected`` (None: only if the secret does not exist).
+
+        Returns the new version. Raises StoreConflict when the condition fails, StoreError otherwise.
+        """
+
+    def sibling(self, suffix: str) -> Store:
+        """The store for a record next to this one (the refresh lease lives at ``suffix="lease"``)."""
+
+
+@dataclass(frozen=True)
+class StoreURL:
+    scheme: str
+    location: str
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.location}"
+
+
+def parse_url(value: str, env: Mapping[str, str] | None = None) -> StoreURL:
+    """``vault://mount/path``, ``aws://name-or-arn``, ``gcp://projects/P/secrets/S``, ``file://path``;
+    a bare scheme name takes its location from CODEX_CI_STORE_URL (a full URL or just the location)."""
+    env = os.environ if env is None else env
+    text = value.strip()
+    if text in SCHEMES:
+        configured = env.get("CODEX_CI_STORE_URL", "").strip()
+        if not configured:
+            raise ConfigError(f"store {text!r} needs its location in CODEX_CI_STORE_URL")
+        if "://" not in configured:
+            configured = f"{text}://{configured}"
+        if not configured.startswith(f"{text}://"):
+            raise ConfigError(f"CODEX_CI_STORE_URL is not a {text}:// URL")
+        text = configured
+    scheme, sep, location = text.partition("://")
+    if not sep or scheme not in SCHEMES:
+        raise ConfigError("a store must be vault://MOUNT/PATH, aws://SECRET, gcp://projects/P/secrets/S or file://PATH")
+    if not location or any(ch in location for ch in "\x00\r\n") or len(location) > 2048:
+        raise ConfigError(f"the {scheme}:// store URL has no usable location")
+    return StoreURL(scheme, location)
+
+
+def open_store(value: str, env: Mapping[str, str] | None = None) -> Store:
+    """Parse a store URL and open it, importing only that store's module (and so its SDK)."""
+    url = parse_url(value, env)
+    module = importlib.import_module(f"codex_ci.stores.{url.scheme}")
+    store: Store = module.open_store(url.location, os.environ if env is None else env)
+    return store
+
+
+def missing_extra(scheme: str) -> StoreError:
+    """The error for a store whose SDK is not installed, naming the extra to install."""
+    package, extra = EXTRAS[scheme]
+    return StoreError(
+        f"the {scheme} store needs {package}, which is not installed",
+        hint=f"pip install 'codex-ci[{extra}]'",
+    )

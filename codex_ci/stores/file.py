@@ -1,0 +1,74 @@
+"""A JSON file with a version counter, written by compare-and-set under a flock.
+
+For ``scripts/demo`` and for self-hosted runners that share a disk. Stored as
+``{"format": 1, "version": N, "value": "<auth.json text>"}``, mode 0600.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from codex_ci.errors import FileSystemError, InvalidAuthError, StoreError
+from codex_ci.files import Flock, read_file, write_atomic
+from codex_ci.stores.base import StoreConflict, Versioned
+
+
+class FileStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @property
+    def url(self) -> str:
+        return f"file://{self.path}"
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        try:
+            with Flock(self.path.with_name(self.path.name + ".lock"), timeout=30):
+                yield
+        except FileSystemError as exc:
+            raise StoreError(f"cannot use {self.url}: {exc.message}") from None
+
+    def _load(self) -> Versioned | None:
+        raw = read_file(self.path)
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+            version, value = data["version"], data["value"]
+            if not isinstance(version, int) or not isinstance(value, str):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            raise InvalidAuthError(f"{self.url} is not a codex-ci file store (or it is damaged)") from None
+        return Versioned(value.encode("utf-8", "surrogateescape"), str(version))
+
+    def read(self) -> Versioned | None:
+        if not self.path.parent.is_dir():
+            return None
+        with self._locked():
+            return self._load()
+
+    def write(self, value: bytes, expected: str | None) -> str:
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the directory of {self.url}: {exc.strerror}") from None
+        with self._locked():
+            current = self._load()
+            if (current.version if current else None) != expected:
+                raise StoreConflict(f"{self.url} changed (expected version {expected}, found "
+                                    f"{current.version if current else 'none'})")
+            version = int(expected or 0) + 1
+            text = value.decode("utf-8", "surrogateescape")
+            data = json.dumps({"format": 1, "version": version, "value": text}, ensure_ascii=False)
+            write_atomic(self.path, data.encode("utf-8", "surrogateescape"))
+        return str(version)
+
+    def sibling(self, suffix: str) -> FileStore:
+        return FileStore(self.path.with_name(f"{self.path.name}.{suffix}"))
+
+def open_store(location: str, env: Mapping[str, str]) -> FileStore:
+    return FileStore(Path(location).expanduser().absolute())

@@ -1,0 +1,282 @@
+"""Local auth.json ⇄ secret store: restore, persist, and the distributed refresh that rotates a login once
+for any number of runners. Returns values or raises; never prints.
+
+A small state file in CODEX_HOME (0600, no secret) records which store version the local file came from and
+digests of both, so ``persist`` writes only what changed, by compare-and-set against that version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from codex_ci.authfile import AuthFile, utcnow
+from codex_ci.errors import ConflictError, InvalidAuthError, LockTimeoutError, MissingAuthError, StoreError
+from codex_ci.files import AUTH_NAME, AuthLock, ensure_home, read_file, write_atomic
+from codex_ci.lease import Lease, new_holder_id
+from codex_ci.local import LoginHook, _ignore, ensure_config, load, refresh_home
+from codex_ci.stores import Store, StoreConflict, Versioned
+
+if TYPE_CHECKING:
+    from codex_ci.refresh import Policy, TokenClient
+    from codex_ci.status import StoreView
+
+log = logging.getLogger("codex_ci")
+
+STATE_NAME = "codex-ci-state.json"
+PERSIST_ATTEMPTS = 5
+
+
+def digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class State:
+    store: str
+    version: str
+    stored_digest: str
+    local_digest: str
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    action: str  # restore: restored/kept-local/unchanged; persist: written/created/unchanged/superseded
+    version: str | None
+    auth: AuthFile | None
+    reason: str
+
+
+def read_state(home: Path) -> State | None:
+    raw = read_file(home / STATE_NAME)
+    if raw is None:
+        return None
+    try:
+        return State(**{k: str(v) for k, v in json.loads(raw).items() if k in State.__dataclass_fields__})
+    except (ValueError, TypeError, AttributeError):
+        log.warning("ignoring an unreadable %s", home / STATE_NAME)
+        return None
+
+
+def _save_state(home: Path, state: State) -> None:
+    write_atomic(home / STATE_NAME, json.dumps(state.__dict__, indent=2).encode())
+
+
+def is_newer(mine: AuthFile, theirs: AuthFile) -> bool:
+    """True when ``mine`` was refreshed later than ``theirs`` (a login without a time is the oldest)."""
+    if mine.last_refresh is None:
+        return False
+    return theirs.last_refresh is None or mine.last_refresh > theirs.last_refresh
+
+
+def _parse_stored(stored: Versioned, store: Store) -> AuthFile:
+    return AuthFile.parse(stored.value, store.url)
+
+
+def restore(home: Path, store: Store, *, lock_timeout: float, on_login: LoginHook = _ignore) -> SyncResult:
+    """Bring the store's login to auth.json unless the local one is newer; record the store version."""
+    stored = store.read()
+    if stored is None:
+        raise MissingAuthError(
+            f"{store.url} holds no login",
+            hint="Put one there first: `codex-ci seed` on a runner, then `codex-ci persist --to URL`.",
+        )
+    remote = _parse_stored(stored, store)
+    on_login(remote)
+    ensure_home(home, create=True)
+    with AuthLock(home, lock_timeout):
+        result = _restore_locked(home, store, stored, remote, on_login)
+    ensure_config(home)
+    return result
+
+
+def _restore_locked(home: Path, store: Store, stored: Versioned, remote: AuthFile, on_login: LoginHook) -> SyncResult:
+    path = home / AUTH_NAME
+    local_raw = read_file(path)
+    local: AuthFile | None = None
+    if local_raw is not None:
+        try:
+            local = AuthFile.parse(local_raw, str(path))
+            on_login(local)
+        except InvalidAuthError as exc:
+            log.warning("replacing an unusable local auth.json (%s)", exc.message)
+    state = State(store.url, stored.version, digest(stored.value), "")
+    if local_raw is not None and local is not None and (local_raw == stored.value or is_newer(local, remote)):
+        kept = "unchanged" if local_raw == stored.value else "kept-local"
+        _save_state(home, replace(state, local_digest=digest(stored.value)))
+        reason = f"{path} is newer than {store.url}; kept it" if kept == "kept-local" else "already up to date"
+        return SyncResult(kept, stored.version, local, reason)
+    data = remote.to_bytes()
+    write_atomic(path, data)
+    _save_state(home, replace(state, local_digest=digest(data)))
+    reason = f"restored {path} from {store.url} (version {stored.version})"
+    return SyncResult("restored", stored.version, remote, reason)
+
+
+def persist(home: Path, store: Store, *, lock_timeout: float, on_login: LoginHook = _ignore) -> SyncResult:
+    """Write auth.json to the store if it changed since restore, by compare-and-set; never an older login."""
+    with AuthLock(home, lock_timeout):
+        raw = read_file(home / AUTH_NAME)
+        if raw is None:
+            raise MissingAuthError(f"{home / AUTH_NAME} does not exist")
+        local = AuthFile.parse(raw, str(home / AUTH_NAME))
+        on_login(local)
+        state = read_state(home)
+    if state is not None and state.store == store.url and digest(raw) == state.local_digest:
+        return SyncResult("unchanged", state.version, local, "auth.json has not changed since it was last restored or persisted")
+    expected = state.version if state is not None and state.store == store.url else None
+    if expected is None:
+        current = store.read()
+        if current is not None:
+            verdict = _compare(raw, local, current, store)
+            if verdict is not None:
+                return _settle(home, store, raw, local, current, verdict)
+            expected = current.version
+    return _write_newest(home, store, raw, local, expected)
+
+
+def _compare(raw: bytes, local: AuthFile, current: Versioned, store: Store) -> str | None:
+    """"unchanged" or "superseded" when the store's copy wins; None when ours is newer and should be written."""
+    if current.value == raw:
+        return "unchanged"
+    try:
+        remote = _parse_stored(current, store)
+    except InvalidAuthError:
+        return None  # a broken stored value is older than any valid login
+    return None if is_newer(local, remote) else "superseded"
+
+
+def _settle(home: Path, store: Store, raw: bytes, local: AuthFile, current: Versioned, verdict: str) -> SyncResult:
+    if verdict == "unchanged":
+        _save_state(home, State(store.url, current.version, digest(current.value), digest(raw)))
+        return SyncResult("unchanged", current.version, local, f"{store.url} already holds this login")
+    return SyncResult(
+        "superseded", current.version, local,
+        f"{store.url} holds a newer login (version {current.version}); this runner's copy was superseded",
+    )
+
+
+def _write_newest(home: Path, store: Store, raw: bytes, local: AuthFile, expected: str | None) -> SyncResult:
+    for attempt in range(PERSIST_ATTEMPTS):
+        try:
+            version = store.write(raw, expected)
+        except StoreConflict:
+            current = store.read()
+            if current is None:
+                expected = None
+                continue
+            verdict = _compare(raw, local, current, store)
+            if verdict is not None:
+                return _settle(home, store, raw, local, current, verdict)
+            log.info("%s moved; ours is newer, retrying (attempt %d)", store.url, attempt + 2)
+            expected = current.version
+            continue
+        _save_state(home, State(store.url, version, digest(raw), digest(raw)))
+        action = "created" if expected is None else "written"
+        return SyncResult(action, version, local, f"wrote {store.url} (version {version})")
+    raise ConflictError(f"{store.url} kept changing; gave up after {PERSIST_ATTEMPTS} attempts")
+
+
+@dataclass(frozen=True)
+class DistributedResult:
+    refreshed: bool
+    reason: str
+    auth: AuthFile
+    version: str | None
+
+
+def distributed_refresh(
+    home: Path, store: Store, policy: Policy, *, lock_timeout: float, lease_ttl: timedelta, lease_wait: float,
+    client: TokenClient | None = None, on_login: LoginHook = _ignore,
+) -> DistributedResult:
+    """Restore, and if the login needs a refresh, rotate it once for all runners under a lease in the store."""
+    from codex_ci.refresh import decide
+
+    started = utcnow()
+
+    def settled(auth: AuthFile) -> bool:
+        """Fresh by the policy, or (when forced) refreshed by someone since we started."""
+        if policy.force:
+            return auth.last_refresh is not None and auth.last_refresh >= started
+        return decide(auth, utcnow(), policy) is None
+
+    first = restore(home, store, lock_timeout=lock_timeout, on_login=on_login)
+    if first.action == "kept-local":  # an earlier persist did not land: heal the store first
+        first = persist(home, store, lock_timeout=lock_timeout, on_login=on_login)
+    auth = first.auth or load(home)
+    if not auth.is_chatgpt:
+        return DistributedResult(False, f"{auth.mode} login: nothing to refresh", auth, first.version)
+    if settled(auth):
+        return DistributedResult(False, "the access token is fresh enough", auth, first.version)
+
+    lease = Lease(store.sibling("lease"), new_holder_id(), lease_ttl)
+    deadline = time.monotonic() + lease_wait
+    delay = 0.25
+    while not lease.try_acquire():
+        if time.monotonic() > deadline:
+            raise LockTimeoutError(
+                f"another runner held the refresh lease on {store.url} for over {lease_wait:g}s",
+                hint="It expires by itself after the lease TTL; run again, or raise --lease-wait.",
+            )
+        time.sleep(delay * (0.5 + random.random()))  # noqa: S311 (jitter)
+        delay = min(delay * 2, 4.0)
+        current = store.read()
+        if current is not None and settled(_parse_stored(current, store)):
+            again = restore(home, store, lock_timeout=lock_timeout, on_login=on_login)
+            return DistributedResult(False, "another runner refreshed it", again.auth or load(home), again.version)
+    try:
+        return _refresh_under_lease(home, store, policy, settled, lock_timeout, client, on_login)
+    finally:
+        try:
+            lease.release()
+        except StoreError as exc:
+            log.warning("could not release the refresh lease: %s", exc.message)
+
+
+def _refresh_under_lease(
+    home: Path, store: Store, policy: Policy, settled: Callable[[AuthFile], bool], lock_timeout: float,
+    client: TokenClient | None, on_login: LoginHook,
+) -> DistributedResult:
+    from codex_ci.refresh import decide
+
+    synced = restore(home, store, lock_timeout=lock_timeout, on_login=on_login)  # another runner may have refreshed
+    auth = synced.auth or load(home)
+    if settled(auth):
+        return DistributedResult(False, "another runner refreshed it", auth, synced.version)
+    why = decide(auth, utcnow(), policy) or "forced"
+    result = refresh_home(
+        home, replace(policy, force=True), lock_timeout=lock_timeout, client=client, on_login=on_login
+    )
+    try:
+        saved = persist(home, store, lock_timeout=lock_timeout, on_login=on_login)
+    except StoreError as exc:
+        raise StoreError(
+            f"refreshed locally but could not save to {store.url}: {exc.message}",
+            hint="Run `codex-ci persist --to URL` before this runner goes away, or the new login is lost.",
+        ) from None
+    return DistributedResult(result.refreshed, why if result.refreshed else result.reason, result.auth, saved.version)
+
+
+def store_view(store: Store, home: Path, now: datetime | None = None) -> StoreView:
+    """What status --store adds: the store's version, its login's age, whether the local copy matches."""
+    from codex_ci.status import StoreView
+
+    view = StoreView(store.url)
+    stored = store.read()
+    if stored is None:
+        return view
+    remote = _parse_stored(stored, store)
+    view.version = stored.version
+    if remote.last_refresh is not None:
+        view.last_refresh_age_seconds = int(((now or utcnow()) - remote.last_refresh).total_seconds())
+    local = read_file(home / AUTH_NAME)
+    view.in_sync = local is not None and local in (stored.value, remote.to_bytes())
+    return view
