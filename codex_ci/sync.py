@@ -131,7 +131,8 @@ def persist(home: Path, store: Store, *, lock_timeout: float, on_login: LoginHoo
         on_login(local)
         state = read_state(home)
     if state is not None and state.store == store.url and digest(raw) == state.local_digest:
-        return SyncResult("unchanged", state.version, local, "auth.json has not changed since it was last restored or persisted")
+        reason = "auth.json has not changed since it was last restored or persisted"
+        return SyncResult("unchanged", state.version, local, reason)
     expected = state.version if state is not None and state.store == store.url else None
     if expected is None:
         current = store.read()

@@ -13,6 +13,7 @@ from storetargets import StoreTarget
 from codex_ci.errors import ExitCode, InvalidAuthError, StoreError
 from codex_ci.stores import StoreConflict
 
+
 def payload(refresh_token: str = "CANARY-rt-0") -> bytes:
     return json.dumps(login(refresh_token=refresh_token), indent=2).encode()
 

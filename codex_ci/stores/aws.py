@@ -1,0 +1,211 @@
+"""AWS Secrets Manager: the value is the secret's SecretString, the version its AWSCURRENT VersionId.
+
+Compare-and-set: PutSecretValue with only the AWSPENDING stage, then UpdateSecretVersionStage moves AWSCURRENT
+from the version read to the new one, which fails if AWSCURRENT moved meanwhile. A secret created without a value
+(e.g. by Terraform) gets its first value by PutSecretValue, which AWS makes AWSCURRENT only if it is the first.
+boto3 is imported only here and only when an aws:// store is opened; no SDK text reaches a message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from codex_ci.errors import InvalidAuthError, StoreError
+from codex_ci.stores.base import StoreConflict, Versioned, missing_extra
+
+CURRENT, PENDING = "AWSCURRENT", "AWSPENDING"
+NOT_FOUND, EXISTS, BAD_PARAMETER, BAD_STATE = (
+    "ResourceNotFoundException", "ResourceExistsException", "InvalidParameterException", "InvalidRequestException")
+DENIED = {"AccessDeniedException", "AccessDenied", "UnrecognizedClientException", "InvalidClientTokenId",
+          "InvalidSignatureException", "SignatureDoesNotMatch", "ExpiredTokenException", "ExpiredToken",
+          "DecryptionFailure", "EncryptionFailure", "KMSAccessDeniedException"}
+THROTTLED = {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
+ARN = re.compile(r"arn:[\w-]+:secretsmanager:(?P<region>[\w-]+):\d+:secret:(?P<name>[^:]+)")
+IAM_HINT = (
+    "Allow secretsmanager:GetSecretValue, PutSecretValue, UpdateSecretVersionStage and CreateSecret on the secret "
+    "and its -lease sibling (plus kms:Decrypt and kms:GenerateDataKey if it uses a customer managed KMS key)."
+)
+
+
+class AwsRequestError(StoreError):
+    """A request AWS refused; ``code`` is its error code (an identifier, never SDK text)."""
+
+    def __init__(self, message: str, code: str, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.code = code
+
+
+class AwsStore:
+    def __init__(self, location: str, client: Any) -> None:
+        self._location = location
+        self._client = client
+        match = ARN.fullmatch(location)
+        self._is_arn = match is not None
+        self._name = re.sub(r"-[A-Za-z0-9]{6}$", "", match["name"]) if match else location
+
+    @property
+    def url(self) -> str:
+        return f"aws://{self._location}"
+
+    def __repr__(self) -> str:
+        return f"AwsStore({self.url!r})"
+
+    def read(self) -> Versioned | None:
+        try:
+            answer = self._call("read", "get_secret_value", SecretId=self._location, VersionStage=CURRENT)
+        except AwsRequestError as exc:
+            if exc.code == NOT_FOUND:
+                return None
+            raise
+        text = answer.get("SecretString")
+        if not isinstance(text, str):
+            raise InvalidAuthError(f"{self.url} holds a binary secret, not the text of an auth.json")
+        return Versioned(text.encode("utf-8"), str(answer["VersionId"]))
+
+    def write(self, value: bytes, expected: str | None) -> str:
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise StoreError(f"cannot write {self.url}: the value is not UTF-8 text") from None
+        if expected is None:
+            return self._create(text)
+        try:
+            new, _ = self._put(text)
+        except AwsRequestError as exc:
+            if exc.code == NOT_FOUND:
+                raise StoreConflict(f"{self.url} no longer exists (expected version {expected})") from None
+            raise
+        try:
+            self._call("move AWSCURRENT on", "update_secret_version_stage", SecretId=self._location,
+                       VersionStage=CURRENT, MoveToVersionId=new, RemoveFromVersionId=expected)
+        except AwsRequestError as exc:
+            try:
+                if self._current_version() == new:  # a retried move whose first attempt had succeeded
+                    return new
+            except StoreError:
+                pass
+            self._drop_pending(new)
+            if exc.code in (BAD_PARAMETER, NOT_FOUND):
+                raise StoreConflict(f"{self.url} changed (expected version {expected})") from None
+            raise
+        return new
+
+    def sibling(self, suffix: str) -> AwsStore:
+        return AwsStore(f"{self._name}-{suffix}", self._client)
+
+    def _create(self, text: str) -> str:
+        if not self._is_arn:
+            try:
+                answer = self._call("create", "create_secret", Name=self._location, SecretString=text,
+                                    ClientRequestToken=str(uuid.uuid4()))
+                return str(answer["VersionId"])
+            except AwsRequestError as exc:
+                if exc.code != EXISTS:
+                    raise
+        if self._current_version() is not None:
+            raise StoreConflict(f"{self.url} already exists")
+        # The secret exists without a value (or is an ARN): its first version becomes AWSCURRENT by itself.
+        try:
+            new, stages = self._put(text)
+        except AwsRequestError as exc:
+            if exc.code != NOT_FOUND:
+                raise
+            if self._is_arn:
+                raise StoreError(f"{self.url} does not exist and a secret cannot be created by ARN",
+                                 hint="Create the secret first, or name it instead of giving its ARN.") from None
+            raise StoreConflict(f"{self.url} vanished while being created") from None
+        if CURRENT not in stages:
+            self._drop_pending(new)
+            raise StoreConflict(f"{self.url} already exists")
+        return new
+
+    def _put(self, text: str) -> tuple[str, list[str]]:
+        answer = self._call("write", "put_secret_value", SecretId=self._location, SecretString=text,
+                            ClientRequestToken=str(uuid.uuid4()), VersionStages=[PENDING])
+        return str(answer["VersionId"]), [str(stage) for stage in answer.get("VersionStages", [])]
+
+    def _current_version(self) -> str | None:
+        try:
+            return str(self._call("read", "get_secret_value", SecretId=self._location, VersionStage=CURRENT)
+                       ["VersionId"])
+        except AwsRequestError as exc:
+            if exc.code == NOT_FOUND:
+                return None
+            raise
+
+    def _drop_pending(self, version: str) -> None:
+        """Best effort: a version without stages is deprecated, and AWS deletes it."""
+        with contextlib.suppress(StoreError):
+            self._call("clean up", "update_secret_version_stage", SecretId=self._location, VersionStage=PENDING,
+                       RemoveFromVersionId=version)
+
+    def _call(self, what: str, operation: str, **params: Any) -> dict[str, Any]:
+        from botocore import exceptions as bx  # type: ignore[import-untyped,unused-ignore]
+
+        try:
+            answer: dict[str, Any] = getattr(self._client, operation)(**params)
+            return answer
+        except bx.ClientError as exc:
+            raise _refused(self.url, what, exc.response) from None
+        except (bx.NoCredentialsError, bx.PartialCredentialsError, bx.CredentialRetrievalError):
+            raise StoreError(f"cannot {what} {self.url}: no AWS credentials found", hint=CREDENTIALS_HINT) from None
+        except (bx.ConnectionError, bx.HTTPClientError) as exc:
+            raise StoreError(f"cannot {what} {self.url}: cannot reach AWS Secrets Manager ({type(exc).__name__})",
+                             hint="Check the network, the region and AWS_ENDPOINT_URL.") from None
+        except bx.BotoCoreError as exc:
+            raise StoreError(f"cannot {what} {self.url}: {type(exc).__name__}") from None
+
+
+CREDENTIALS_HINT = ("Use aws-actions/configure-aws-credentials, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                    "(or AWS_PROFILE).")
+
+
+def _refused(url: str, what: str, response: Mapping[str, Any]) -> AwsRequestError:
+    raw = str(response.get("Error", {}).get("Code", ""))
+    code = raw if re.fullmatch(r"[\w.]{1,64}", raw) else "unknown"
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if code in DENIED or status == 403:
+        return AwsRequestError(f"cannot {what} {url}: permission denied ({code})", code, hint=IAM_HINT)
+    if code in THROTTLED or status == 429:
+        return AwsRequestError(f"cannot {what} {url}: throttled by AWS ({code})", code,
+                               hint="Nothing was changed. Try again later.")
+    if code == BAD_STATE:
+        return AwsRequestError(f"cannot {what} {url}: the secret is scheduled for deletion or not usable ({code})",
+                               code, hint="Restore it (aws secretsmanager restore-secret) or use another name.")
+    return AwsRequestError(f"cannot {what} {url}: AWS Secrets Manager answered {code} (HTTP {status})", code)
+
+
+def open_store(location: str, env: Mapping[str, str]) -> AwsStore:
+    try:
+        import boto3  # type: ignore[import-untyped,unused-ignore]
+        from botocore import exceptions as bx  # type: ignore[import-untyped,unused-ignore]
+        from botocore.config import Config  # type: ignore[import-untyped,unused-ignore]
+    except ImportError:
+        raise missing_extra("aws") from None
+    match = ARN.fullmatch(location)
+    try:
+        if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
+            session = boto3.Session(aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                                    aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+                                    aws_session_token=env.get("AWS_SESSION_TOKEN") or None)
+        else:  # the default chain: profile, web identity, container or instance role
+            session = boto3.Session(profile_name=env.get("AWS_PROFILE") or None)
+        # An ARN names its region, and a client in another region cannot reach it.
+        region = (env.get("CODEX_CI_AWS_REGION") or (match["region"] if match else None) or env.get("AWS_REGION")
+                  or env.get("AWS_DEFAULT_REGION") or session.region_name)
+        if not region:
+            raise StoreError(f"no AWS region for aws://{location}",
+                             hint="Set AWS_REGION (or CODEX_CI_AWS_REGION), or give the secret's ARN.")
+        config = Config(connect_timeout=5, read_timeout=10, retries={"mode": "standard", "max_attempts": 3},
+                        user_agent_extra="codex-ci")
+        client = session.client("secretsmanager", region_name=region, config=config,
+                                endpoint_url=env.get("AWS_ENDPOINT_URL_SECRETS_MANAGER") or env.get("AWS_ENDPOINT_URL")
+                                or None)
+    except (bx.BotoCoreError, ValueError) as exc:
+        raise StoreError(f"cannot open aws://{location}: {type(exc).__name__}",
+                         hint="Check AWS_PROFILE, the region and AWS_ENDPOINT_URL.") from None
+    return AwsStore(location, client)
