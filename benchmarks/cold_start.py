@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,9 @@ TARGET = 1.15
 HEAVY = ("httpx", "boto3", "hvac", "google.cloud")
 ABSENT = "<fresh>"  # stands for a CODEX_HOME that does not exist yet, made anew for every run
 HOW = (
-    f"{ROUNDS} rounds; each round runs every command once as a new `.venv/bin/python` process (order rotated "
-    "per round), timing spawn to exit; medians and p90 per command, ratio = command median / minimal-app median. "
+    f"after one untimed warm-up run each (bytecode cached: PYTHONDONTWRITEBYTECODE unset), {ROUNDS} rounds; each "
+    "round runs every command once as a new `.venv/bin/python` process (order rotated per round), timing spawn to "
+    "exit; medians and p90 per command, ratio = command median / minimal-app median. "
     "`-m` means `python -m codex_ci ...`; `script` means `python .venv/bin/codex-ci ...`, launched exactly like "
     "`python benchmarks/minimal_typer_app.py`. Imports are checked by running `codex_ci.cli.main()` inside "
     f"`python -c`; the import profile is `python -X importtime`, median of {PROFILE_RUNS} runs."
@@ -101,39 +103,53 @@ def _imports(args: list[str], env: dict[str, str], work: Path) -> dict[str, Any]
     probe = _PROBE.replace("HEAVY", repr(HEAVY))
     proc = subprocess.run([str(PYTHON), "-c", probe, *args], env=env, cwd=work, stdin=subprocess.DEVNULL,
                           capture_output=True, text=True, check=False)
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"import probe for {args} failed: {proc.stderr[-500:]}")
+    result: dict[str, Any] = json.loads(lines[-1])
     return result
 
 
-def _import_profile(argv: list[str], env: dict[str, str], work: Path) -> dict[str, dict[str, float]]:
-    """Per module: median self and cumulative import time (ms) and nesting depth over PROFILE_RUNS runs."""
+@dataclass(frozen=True)
+class ImportProfile:
+    """``-X importtime`` over PROFILE_RUNS runs: the median total, and per module the median self and
+    cumulative time (ms) and nesting depth."""
+
+    total_ms: float
+    modules: dict[str, dict[str, float]]
+
+
+def _import_profile(argv: list[str], env: dict[str, str], work: Path) -> ImportProfile:
     samples: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
+    totals = []
     for _ in range(PROFILE_RUNS):
         proc = subprocess.run([argv[0], "-X", "importtime", *argv[1:]], env=env, cwd=work,
                               stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+        total = 0
         for found in _IMPORT_LINE.finditer(proc.stderr):
             own, cumulative, indent, name = found.groups()
             samples[name].append((int(own), int(cumulative), len(indent) // 2))
-    return {
+            total += int(cumulative) if not indent else 0
+        totals.append(total / 1000)
+    modules = {
         name: {"self_ms": median([s[0] for s in runs]) / 1000, "cumulative_ms": median([s[1] for s in runs]) / 1000,
                "depth": runs[0][2]}
         for name, runs in samples.items()
     }
+    return ImportProfile(round(median(totals), 1), modules)
 
 
-def _total_ms(profile: dict[str, dict[str, float]]) -> float:
-    return round(sum(p["cumulative_ms"] for p in profile.values() if p["depth"] == 0), 1)
+def _profile_summary(seed_profile: ImportProfile, minimal_profile: ImportProfile) -> dict[str, Any]:
+    seed, minimal = seed_profile.modules, minimal_profile.modules
 
-
-def _profile_summary(seed: dict[str, dict[str, float]], minimal: dict[str, dict[str, float]]) -> dict[str, Any]:
     def listed(names: list[str]) -> list[dict[str, Any]]:
         return [{"module": n, **{k: round(v, 1) for k, v in seed[n].items()}} for n in names]
 
     top = sorted(seed, key=lambda n: seed[n]["cumulative_ms"], reverse=True)[:10]
     extra = sorted(set(seed) - set(minimal), key=lambda n: seed[n]["self_ms"], reverse=True)
     return {
-        "seed_total_ms": _total_ms(seed),
-        "minimal_total_ms": _total_ms(minimal),
+        "seed_total_ms": seed_profile.total_ms,
+        "minimal_total_ms": minimal_profile.total_ms,
         "extra_self_ms": round(sum(seed[n]["self_ms"] for n in extra), 1),
         "top_cumulative": listed(top),
         "top_extra_self": listed(extra[:8]),
@@ -191,8 +207,9 @@ def _outcome(cases: list[Case], times: dict[str, list[float]], imports: dict[str
     notes = [
         f"Top 10 imports of `seed` by cumulative time (ms): {top}.",
         f"Largest self times among modules `seed` imports and the minimal app does not (ms): {extra}.",
-        "pydantic is imported by Typer itself when an app runs (`typer._adapters`), not by codex-ci: "
-        f"imported by seed: {profile['pydantic_in_seed']}, by the minimal app: {profile['pydantic_in_minimal']}.",
+        f"pydantic is imported by seed: {profile['pydantic_in_seed']}, by the minimal app: "
+        f"{profile['pydantic_in_minimal']} (Typer {version('typer')} imports it in `typer._adapters` as an app runs).",
     ]
-    data = {"rounds": ROUNDS, "target_ratio": TARGET, "commands": stats, "imports": imports, "profile": profile}
+    data = {"rounds": ROUNDS, "target_ratio": TARGET, "typer": version("typer"), "commands": stats,
+            "imports": imports, "profile": profile}
     return Outcome("cold_start", HOW, rows, data, notes, passed=clean)

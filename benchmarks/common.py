@@ -24,9 +24,11 @@ LOOPBACK = "127.0.0.1,localhost"
 def clean_env(**extra: str) -> dict[str, str]:
     """This process's environment without CODEX_* and GITHUB_* (they change what codex-ci does), plus ``extra``.
 
-    NO_PROXY keeps httpx from sending loopback requests to a proxy named in the environment.
+    PYTHONDONTWRITEBYTECODE is dropped so that, as in an installed package, bytecode is cached after the first
+    run instead of every run compiling edited sources. NO_PROXY keeps loopback requests away from any proxy.
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "GITHUB_"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("CODEX_", "GITHUB_")) and k != "PYTHONDONTWRITEBYTECODE"}
     env["NO_PROXY"] = env["no_proxy"] = LOOPBACK
     env.update(extra)
     return env

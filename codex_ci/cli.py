@@ -20,17 +20,19 @@ from codex_ci.errors import CodexCIError, ConfigError, ExitCode
 
 if TYPE_CHECKING:
     from codex_ci.authfile import AuthFile
+    from codex_ci.refresh import Policy
 
 log = logging.getLogger("codex_ci")
 
-app = typer.Typer(
-    name="codex-ci",
-    help="Keep a Codex CLI ChatGPT login alive and safe on CI runners.",
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
+APP_SETTINGS: dict[str, Any] = {
+    "name": "codex-ci",
+    "help": "Keep a Codex CLI ChatGPT login alive and safe on CI runners.",
+    "add_completion": False,
+    "no_args_is_help": True,
+    "pretty_exceptions_enable": False,
+    "rich_markup_mode": None,
+}
+app = typer.Typer(**APP_SETTINGS)
 
 HomeOpt = Annotated[
     str | None,
@@ -199,20 +201,24 @@ def refresh(
     With --store: the distributed refresh. Restore from the store, and if a refresh is needed take a lease in
     the store so that any number of runners rotate the login once, then write it back by compare-and-set.
     """
-    _run(lambda: _refresh(
-        codex_home, store, min_ttl, max_age, force, timeout, retries, lock_timeout, lease_ttl, lease_wait,
-        "codex-ci refresh",
-    ))
+
+    def body() -> None:
+        from codex_ci.refresh import Policy
+
+        policy = Policy(parse_duration(min_ttl, "--min-ttl"), parse_duration(max_age, "--max-age"), force)
+        _refresh(codex_home, store, policy, timeout, retries, lock_timeout, lease_ttl, lease_wait, "codex-ci refresh")
+
+    _run(body)
 
 
 def _refresh(
-    codex_home: str | None, store: str | None, min_ttl: str, max_age: str, force: bool, timeout: float,
-    retries: int, lock_timeout: float, lease_ttl: str, lease_wait: float, title: str,
+    codex_home: str | None, store: str | None, policy: Policy, timeout: float, retries: int, lock_timeout: float,
+    lease_ttl: str, lease_wait: float, title: str,
 ) -> None:
+    """One local refresh, or with a store the distributed one; then the report."""
     from codex_ci import files, local
-    from codex_ci.refresh import Policy, TokenClient
+    from codex_ci.refresh import TokenClient
 
-    policy = Policy(parse_duration(min_ttl, "--min-ttl"), parse_duration(max_age, "--max-age"), force)
     client = TokenClient(read_timeout=timeout, attempts=retries + 1)
     home = files.resolve_home(codex_home)
     extra: dict[str, Any] = {}
@@ -309,13 +315,17 @@ def keepalive(
 
     def body() -> int:
         from codex_ci import files
+        from codex_ci.refresh import Policy
         from codex_ci.status import read_status
 
         url = _require(store, "--store")
-        _refresh(
-            codex_home, url, "0s" if max_age else min_ttl, max_age or "0s", max_age is None, timeout, retries,
-            lock_timeout, lease_ttl, lease_wait, "codex-ci keepalive",
-        )
+        ttl = parse_duration(min_ttl, "--min-ttl")
+        if max_age is None:
+            policy = Policy(ttl, timedelta(days=8), force=True)
+        else:
+            age = parse_duration(max_age, "--max-age")
+            policy = Policy(ttl, age, refresh_after=age)
+        _refresh(codex_home, url, policy, timeout, retries, lock_timeout, lease_ttl, lease_wait, "codex-ci keepalive")
         report = read_status(
             files.resolve_home(codex_home), min_ttl=parse_duration(min_ttl, "--min-ttl"), lock_timeout=lock_timeout
         )
@@ -363,4 +373,14 @@ def status(
 
 
 def main() -> None:
-    app(prog_name="codex-ci")
+    """The console script. Typer builds every command's parameters before it runs one, so when the command is
+    named, only that one is registered: it keeps ``seed``'s start-up close to a one-command Typer app."""
+    name = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
+    command = next((info for info in app.registered_commands if info.callback and info.callback.__name__ == name), None)
+    if command is None:
+        app(prog_name="codex-ci")
+        return
+    single = typer.Typer(**APP_SETTINGS)
+    single.callback()(main_options)
+    single.registered_commands.append(command)
+    single(prog_name="codex-ci")

@@ -51,6 +51,11 @@ def ensure_home(home: Path, *, create: bool) -> None:
         raise FileSystemError(f"CODEX_HOME {home} is not a directory")
 
 
+def is_regular_file(path: Path) -> bool:
+    """True if ``path`` is a regular file, False if absent; FileSystemError for a symlink or anything else."""
+    return _refuse_link_or_dir(path)
+
+
 def _refuse_link_or_dir(path: Path) -> bool:
     """True if ``path`` exists as a regular file, False if absent; raise for a symlink or anything else."""
     try:
@@ -66,6 +71,20 @@ def _refuse_link_or_dir(path: Path) -> bool:
     return True
 
 
+def _open_lock_file(path: Path) -> int:
+    """Open (creating 0600) a lock file, refusing a symlink: an unusable directory fails now, not at the timeout."""
+    _refuse_link_or_dir(path)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise FileSystemError(f"{path} is a symlink; refusing to follow it") from None
+        raise FileSystemError(f"cannot create {path}: {_why(exc)}") from None
+    if os.fstat(fd).st_uid == os.geteuid():
+        os.fchmod(fd, 0o600)
+    return fd
+
+
 class Flock:
     """An exclusive flock on a lock file that is created 0600 and never deleted.
 
@@ -79,12 +98,12 @@ class Flock:
         self._lock: object | None = None
 
     def __enter__(self) -> Flock:
-        from filelock import Timeout, UnixFileLock
+        from filelock import Timeout, UnixFileLock  # here, so that a seed that finds auth.json never loads it
 
-        self._create()
+        os.close(_open_lock_file(self.path))
         lock = UnixFileLock(
             self.path, timeout=self.timeout, mode=0o600, thread_local=False, fallback_to_soft=False,
-            preserve_lock_file=True, poll_interval=0.01,
+            preserve_lock_file=True, poll_interval=0.02,
         )
         started = time.monotonic()
         try:
@@ -101,21 +120,6 @@ class Flock:
         self._lock = lock
         return self
 
-    def _create(self) -> None:
-        """Create the lock file 0600 up front, so an unusable directory fails now instead of at the timeout."""
-        _refuse_link_or_dir(self.path)
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise FileSystemError(f"{self.path} is a symlink; refusing to follow it") from None
-            raise FileSystemError(f"cannot create {self.path}: {_why(exc)}") from None
-        try:
-            if os.fstat(fd).st_uid == os.geteuid():
-                os.fchmod(fd, 0o600)
-        finally:
-            os.close(fd)
-
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
@@ -129,6 +133,44 @@ class AuthLock(Flock):
 
     def __init__(self, home: Path, timeout: float) -> None:
         super().__init__(home / LOCK_NAME, timeout)
+
+
+class SharedAuthLock:
+    """A shared flock on ``auth.json.lock``, for reading only: it excludes every writer (Codex and codex-ci take
+    the lock exclusively) but not other readers, so any number of ``status`` runs read at once."""
+
+    def __init__(self, home: Path, timeout: float) -> None:
+        self.path = home / LOCK_NAME
+        self.timeout = timeout
+        self._fd: int | None = None
+
+    def __enter__(self) -> SharedAuthLock:
+        import fcntl
+
+        fd = _open_lock_file(self.path)
+        deadline, delay = time.monotonic() + self.timeout, 0.005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise LockTimeoutError(f"timed out after {self.timeout:g}s waiting for {self.path}") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+            except OSError as exc:
+                os.close(fd)
+                raise FileSystemError(f"cannot lock {self.path}: {_why(exc)}") from None
+        self._fd = fd
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
 
 
 def read_file(path: Path) -> bytes | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from codex_ci.authfile import AuthFile, utcnow
 from codex_ci.errors import InvalidAuthError, MissingAuthError
-from codex_ci.files import AUTH_NAME, AuthLock, ensure_home, read_file, write_atomic
+from codex_ci.files import AUTH_NAME, AuthLock, ensure_home, is_regular_file, read_file, write_atomic
 
 if TYPE_CHECKING:
     from codex_ci.refresh import Policy, TokenClient
@@ -87,6 +86,9 @@ def seed(
     log.info("login read from %s (%s, %s mode)", source, encoding, auth.mode)
     ensure_home(home, create=True)
     path = home / AUTH_NAME
+    if not (force or if_newer) and is_regular_file(path):
+        # auth.json never disappears once written (Codex rewrites it in place, codex-ci by rename): no lock needed
+        return SeedResult("kept", auth, f"{path} already exists; left unchanged")
     with AuthLock(home, lock_timeout):
         existing_raw = read_file(path)
         action = "written"
@@ -131,6 +133,8 @@ def credentials_store(config: bytes | None) -> str | None:
     """The cli_auth_credentials_store setting of a config.toml ("invalid" if it does not parse)."""
     if config is None:
         return None
+    import tomllib
+
     try:
         value = tomllib.loads(config.decode("utf-8")).get("cli_auth_credentials_store")
     except (UnicodeDecodeError, tomllib.TOMLDecodeError):

@@ -43,15 +43,22 @@ MAX_RETRY_AFTER = 30.0
 
 @dataclass(frozen=True)
 class Policy:
+    """When to refresh: ``min_ttl`` before the access token expires; after ``max_age`` when its expiry cannot be
+    read (Codex's rule); ``refresh_after`` (keepalive --max-age) once ``last_refresh`` is that old; or always."""
+
     min_ttl: timedelta
     max_age: timedelta
     force: bool = False
+    refresh_after: timedelta | None = None
 
 
 def decide(auth: AuthFile, now: datetime, policy: Policy) -> str | None:
     """Why this login needs a refresh now, or None. Codex's rule with a CI-sized margin."""
     if policy.force:
         return "forced"
+    last = auth.last_refresh
+    if policy.refresh_after is not None and (last is None or now - last >= policy.refresh_after):
+        return "last_refresh is older than --max-age"
     expires = auth.identity.access_expires
     if expires is not None:
         if expires - now <= policy.min_ttl:
@@ -59,7 +66,6 @@ def decide(auth: AuthFile, now: datetime, policy: Policy) -> str | None:
                 return "the access token has expired"
             return "the access token expires within the minimum TTL"
         return None
-    last = auth.last_refresh
     if last is None:
         return "the access token has no readable expiry and last_refresh is unknown"
     if now - last >= policy.max_age:

@@ -9,7 +9,7 @@ from typing import Any
 
 from codex_ci.authfile import AuthFile, format_time, utcnow
 from codex_ci.errors import ExitCode, FileSystemError, InvalidAuthError
-from codex_ci.files import AUTH_NAME, AuthLock, mode_of, read_file
+from codex_ci.files import AUTH_NAME, SharedAuthLock, mode_of, read_file
 from codex_ci.local import CONFIG_NAME, credentials_store
 
 HEALTH_CODES = {
@@ -108,7 +108,7 @@ def read_status(home: Path, *, min_ttl: timedelta, lock_timeout: float, now: dat
 
 def _read_locked(home: Path, lock_timeout: float, warnings: list[str]) -> bytes | None:
     try:
-        lock = AuthLock(home, lock_timeout).__enter__()
+        lock = SharedAuthLock(home, lock_timeout).__enter__()
     except FileSystemError as exc:
         # A read-only CODEX_HOME cannot hold a lock file; then nobody can be writing auth.json either.
         warnings.append(f"read without the lock: {exc.message}")

@@ -106,3 +106,21 @@ def test_status_never_prints_a_token_even_verbose(cli, home: Path) -> None:
     run = cli("--verbose", "status", "--json", "--codex-home", str(home), env={"GITHUB_ACTIONS": "true"})
     assert run.exit_code == 0  # the cli fixture asserts no canary and no JWT in stdout or stderr
     assert "::add-mask::" not in run.stdout  # status output stays machine readable
+
+
+def test_status_reads_under_a_shared_lock(cli, home: Path) -> None:
+    """Readers share the lock; a writer (Codex or codex-ci, both exclusive) holds them off."""
+    import fcntl
+    import os
+
+    write_login(home, login())
+    fd = os.open(home / "auth.json.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        assert cli("status", "--codex-home", str(home), "--lock-timeout", "0.2").exit_code == 0
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        run = cli("status", "--codex-home", str(home), "--lock-timeout", "0.2")
+        assert run.exit_code == ExitCode.LOCK_TIMEOUT
+        assert "timed out after 0.2s" in run.stderr
+    finally:
+        os.close(fd)

@@ -171,6 +171,16 @@ def test_keepalive_rotates_once_and_reports_health(cli, tmp_path: Path, store_ta
     assert server.posts == 1  # refreshed less than a day ago: nothing to do
 
 
+def test_keepalive_max_age_refreshes_an_old_login_with_a_long_lived_token(cli, tmp_path: Path,
+                                                                          store_target: StoreTarget, server) -> None:
+    put(store_target, login(expires_in=9 * 86400, last_refresh="2026-01-01T00:00:00Z"))
+    run = cli("keepalive", "--store", store_target.url, "--max-age", "1d", "--codex-home", str(tmp_path / "k"),
+              env=store_target.env)
+    assert run.exit_code == 0, run.stderr
+    assert server.posts == 1
+    assert "last_refresh is older than --max-age" in run.stderr
+
+
 def test_keepalive_rejected_login_exits_5(cli, tmp_path: Path, store_target: StoreTarget, server) -> None:
     put(store_target, login(expires_in=86400))
     server.set_mode("reused")
