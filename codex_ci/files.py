@@ -198,11 +198,15 @@ def read_file(path: Path) -> bytes | None:
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` 0600 by temp file, fsync and rename in the same directory.
 
-    Callers hold the AuthLock. A symlink or directory at ``path`` is refused; on any failure the old file
+    Callers hold the lock that guards ``path``, so any temp file of an earlier writer that was killed mid-write
+    is stale and is removed first. A symlink or directory at ``path`` is refused; on any failure the old file
     stays as it was and the temp file is removed.
     """
     _refuse_link_or_dir(path)
     directory = path.parent
+    for stale in directory.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     except OSError as exc:

@@ -67,7 +67,11 @@ def read_state(home: Path) -> State | None:
 
 
 def _save_state(home: Path, state: State) -> None:
+    """Write the state file (the caller holds the AuthLock)."""
     write_atomic(home / STATE_NAME, json.dumps(state.__dict__, indent=2).encode())
+
+
+Record = Callable[[State], None]
 
 
 def is_newer(mine: AuthFile, theirs: AuthFile) -> bool:
@@ -130,6 +134,11 @@ def persist(home: Path, store: Store, *, lock_timeout: float, on_login: LoginHoo
         local = AuthFile.parse(raw, str(home / AUTH_NAME))
         on_login(local)
         state = read_state(home)
+
+    def record(new: State) -> None:
+        with AuthLock(home, lock_timeout):
+            _save_state(home, new)
+
     if state is not None and state.store == store.url and digest(raw) == state.local_digest:
         reason = "auth.json has not changed since it was last restored or persisted"
         return SyncResult("unchanged", state.version, local, reason)
@@ -139,9 +148,9 @@ def persist(home: Path, store: Store, *, lock_timeout: float, on_login: LoginHoo
         if current is not None:
             verdict = _compare(raw, local, current, store)
             if verdict is not None:
-                return _settle(home, store, raw, local, current, verdict)
+                return _settle(record, store, raw, local, current, verdict)
             expected = current.version
-    return _write_newest(home, store, raw, local, expected)
+    return _write_newest(record, store, raw, local, expected)
 
 
 def _compare(raw: bytes, local: AuthFile, current: Versioned, store: Store) -> str | None:
@@ -155,9 +164,10 @@ def _compare(raw: bytes, local: AuthFile, current: Versioned, store: Store) -> s
     return None if is_newer(local, remote) else "superseded"
 
 
-def _settle(home: Path, store: Store, raw: bytes, local: AuthFile, current: Versioned, verdict: str) -> SyncResult:
+def _settle(record: Record, store: Store, raw: bytes, local: AuthFile, current: Versioned, verdict: str
+            ) -> SyncResult:
     if verdict == "unchanged":
-        _save_state(home, State(store.url, current.version, digest(current.value), digest(raw)))
+        record(State(store.url, current.version, digest(current.value), digest(raw)))
         return SyncResult("unchanged", current.version, local, f"{store.url} already holds this login")
     return SyncResult(
         "superseded", current.version, local,
@@ -165,7 +175,7 @@ def _settle(home: Path, store: Store, raw: bytes, local: AuthFile, current: Vers
     )
 
 
-def _write_newest(home: Path, store: Store, raw: bytes, local: AuthFile, expected: str | None) -> SyncResult:
+def _write_newest(record: Record, store: Store, raw: bytes, local: AuthFile, expected: str | None) -> SyncResult:
     for attempt in range(PERSIST_ATTEMPTS):
         try:
             version = store.write(raw, expected)
@@ -176,11 +186,11 @@ def _write_newest(home: Path, store: Store, raw: bytes, local: AuthFile, expecte
                 continue
             verdict = _compare(raw, local, current, store)
             if verdict is not None:
-                return _settle(home, store, raw, local, current, verdict)
+                return _settle(record, store, raw, local, current, verdict)
             log.info("%s moved; ours is newer, retrying (attempt %d)", store.url, attempt + 2)
             expected = current.version
             continue
-        _save_state(home, State(store.url, version, digest(raw), digest(raw)))
+        record(State(store.url, version, digest(raw), digest(raw)))
         action = "created" if expected is None else "written"
         return SyncResult(action, version, local, f"wrote {store.url} (version {version})")
     raise ConflictError(f"{store.url} kept changing; gave up after {PERSIST_ATTEMPTS} attempts")

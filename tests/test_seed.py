@@ -293,3 +293,12 @@ def test_seed_error_in_github_actions_is_annotated(cli, home: Path) -> None:
     run = cli("seed", "--codex-home", str(home), env=seed_env("[]") | {"GITHUB_ACTIONS": "true"})
     assert run.exit_code == ExitCode.INVALID
     assert run.stdout.startswith("::error title=codex-ci::CODEX_AUTH_JSON must be a JSON object")
+
+
+def test_a_killed_writer_leaves_no_temp_file_behind(cli, home: Path) -> None:
+    home.mkdir(mode=0o700)
+    stale = home / ".auth.json.abc123.tmp"
+    stale.write_text("half a login")
+    assert cli("seed", "--codex-home", str(home), env=seed_env(login())).exit_code == 0
+    assert not stale.exists()
+    assert json.loads((home / "auth.json").read_text())["tokens"]["refresh_token"] == "CANARY-rt-0"
