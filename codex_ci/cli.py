@@ -256,19 +256,7 @@ def restore(
     lock_timeout: LockOpt = 60.0,
 ) -> None:
     """Write the store's newest login to auth.json (unless the local one is newer)."""
-
-    def body() -> None:
-        from codex_ci import files, sync
-
-        result = sync.restore(
-            files.resolve_home(codex_home), _open(_require(from_url, "--from")), lock_timeout=lock_timeout,
-            on_login=_mask,
-        )
-        log.info("%s", result.reason)
-        assert result.auth is not None
-        _report("codex-ci restore", result.auth, {"restored": result.action, "store-version": result.version})
-
-    _run(body)
+    _run(lambda: _sync("restore", from_url, "--from", codex_home, lock_timeout))
 
 
 @app.command()
@@ -281,19 +269,19 @@ def persist(
     lock_timeout: LockOpt = 60.0,
 ) -> None:
     """Write auth.json back to the store if it changed, by compare-and-set; never over a newer login."""
+    _run(lambda: _sync("persist", to_url, "--to", codex_home, lock_timeout))
 
-    def body() -> None:
-        from codex_ci import files, sync
 
-        result = sync.persist(
-            files.resolve_home(codex_home), _open(_require(to_url, "--to")), lock_timeout=lock_timeout,
-            on_login=_mask,
-        )
-        log.info("%s", result.reason)
-        assert result.auth is not None
-        _report("codex-ci persist", result.auth, {"persisted": result.action, "store-version": result.version})
+def _sync(command: str, url: str | None, option: str, codex_home: str | None, lock_timeout: float) -> None:
+    """restore or persist: one core call, then the report (output ``restored`` or ``persisted``)."""
+    from codex_ci import files, sync
 
-    _run(body)
+    run = sync.restore if command == "restore" else sync.persist
+    result = run(files.resolve_home(codex_home), _open(_require(url, option)), lock_timeout=lock_timeout,
+                 on_login=_mask)
+    log.info("%s", result.reason)
+    outcome = "restored" if command == "restore" else "persisted"
+    _report(f"codex-ci {command}", result.auth, {outcome: result.action, "store-version": result.version})
 
 
 @app.command()

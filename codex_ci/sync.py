@@ -22,7 +22,7 @@ from codex_ci.authfile import AuthFile, utcnow
 from codex_ci.errors import ConflictError, InvalidAuthError, LockTimeoutError, MissingAuthError, StoreError
 from codex_ci.files import AUTH_NAME, AuthLock, ensure_home, read_file, write_atomic
 from codex_ci.lease import Lease, new_holder_id
-from codex_ci.local import LoginHook, _ignore, ensure_config, load, refresh_home
+from codex_ci.local import LoginHook, _ignore, ensure_config, refresh_home
 from codex_ci.stores import Store, StoreConflict, Versioned
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class State:
 class SyncResult:
     action: str  # restore: restored/kept-local/unchanged; persist: written/created/unchanged/superseded
     version: str | None
-    auth: AuthFile | None
+    auth: AuthFile
     reason: str
 
 
@@ -113,12 +113,14 @@ def _restore_locked(home: Path, store: Store, stored: Versioned, remote: AuthFil
         except InvalidAuthError as exc:
             log.warning("replacing an unusable local auth.json (%s)", exc.message)
     state = State(store.url, stored.version, digest(stored.value), "")
-    if local_raw is not None and local is not None and (local_raw == stored.value or is_newer(local, remote)):
-        kept = "unchanged" if local_raw == stored.value else "kept-local"
-        _save_state(home, replace(state, local_digest=digest(stored.value)))
-        reason = f"{path} is newer than {store.url}; kept it" if kept == "kept-local" else "already up to date"
-        return SyncResult(kept, stored.version, local, reason)
     data = remote.to_bytes()
+    if local_raw is not None and local is not None:
+        if local_raw in (stored.value, data):
+            _save_state(home, replace(state, local_digest=digest(local_raw)))
+            return SyncResult("unchanged", stored.version, local, "already up to date")
+        if is_newer(local, remote):  # the digest of the store's copy, so that persist sees the change
+            _save_state(home, replace(state, local_digest=digest(stored.value)))
+            return SyncResult("kept-local", stored.version, local, f"{path} is newer than {store.url}; kept it")
     write_atomic(path, data)
     _save_state(home, replace(state, local_digest=digest(data)))
     reason = f"restored {path} from {store.url} (version {stored.version})"
@@ -222,7 +224,7 @@ def distributed_refresh(
     first = restore(home, store, lock_timeout=lock_timeout, on_login=on_login)
     if first.action == "kept-local":  # an earlier persist did not land: heal the store first
         first = persist(home, store, lock_timeout=lock_timeout, on_login=on_login)
-    auth = first.auth or load(home)
+    auth = first.auth
     if not auth.is_chatgpt:
         return DistributedResult(False, f"{auth.mode} login: nothing to refresh", auth, first.version)
     if settled(auth):
@@ -242,7 +244,7 @@ def distributed_refresh(
         current = store.read()
         if current is not None and settled(_parse_stored(current, store)):
             again = restore(home, store, lock_timeout=lock_timeout, on_login=on_login)
-            return DistributedResult(False, "another runner refreshed it", again.auth or load(home), again.version)
+            return DistributedResult(False, "another runner refreshed it", again.auth, again.version)
     try:
         return _refresh_under_lease(home, store, policy, settled, lock_timeout, client, on_login)
     finally:
@@ -259,7 +261,7 @@ def _refresh_under_lease(
     from codex_ci.refresh import decide
 
     synced = restore(home, store, lock_timeout=lock_timeout, on_login=on_login)  # another runner may have refreshed
-    auth = synced.auth or load(home)
+    auth = synced.auth
     if settled(auth):
         return DistributedResult(False, "another runner refreshed it", auth, synced.version)
     why = decide(auth, utcnow(), policy) or "forced"

@@ -52,6 +52,17 @@ def test_restore_into_empty_home(cli, home: Path, store_target: StoreTarget, tmp
     assert_no_secrets(out.read_text(), (home / "codex-ci-state.json").read_text())
 
 
+def test_restore_twice_writes_once(cli, home: Path, store_target: StoreTarget, tmp_path: Path) -> None:
+    store_target.open().write(json.dumps(login()).encode(), None)  # compact JSON: not Codex's shape
+    assert cli("restore", "--from", store_target.url, "--codex-home", str(home), env=store_target.env).exit_code == 0
+    before = (home / "auth.json").stat().st_mtime_ns, (home / "auth.json").read_bytes()
+    out = tmp_path / "out"
+    env = store_target.env | {"GITHUB_ACTIONS": "true", "GITHUB_OUTPUT": str(out)}
+    assert cli("restore", "--from", store_target.url, "--codex-home", str(home), env=env).exit_code == 0
+    assert ((home / "auth.json").stat().st_mtime_ns, (home / "auth.json").read_bytes()) == before
+    assert "\nunchanged\n" in out.read_text()
+
+
 def test_restore_from_empty_store_is_missing(cli, home: Path, store_target: StoreTarget) -> None:
     run = cli("restore", "--from", store_target.url, "--codex-home", str(home), env=store_target.env)
     assert run.exit_code == ExitCode.MISSING

@@ -1,7 +1,8 @@
 """GCP Secret Manager, written by compare-and-set on a version alias.
 
 The value lives in secret versions; the alias ``codex-ci`` in the secret's ``version_aliases`` names the current
-one, and readers read that alias, never ``latest``. A write adds a version, then moves the alias with an
+one, and readers read that alias, never ``latest``: one AccessSecretVersion on ``<secret>/versions/codex-ci``,
+whose answer names the version by number. A write adds a version, then moves the alias with an
 UpdateSecret that carries the etag of the secret as read just before, so a concurrent writer makes it fail with
 FAILED_PRECONDITION. The store's version string is the alias's version number (``"7"``): a write re-reads the
 secret, checks that the alias still names ``expected`` and moves it under that fresh etag, so a change elsewhere
@@ -128,12 +129,14 @@ class GcpStore:
         return self._call("read", "get_secret", {"name": self.name}, absent=("NotFound",))
 
     def read(self) -> Versioned | None:
-        secret = self._get()
-        number = None if secret is None else secret.version_aliases.get(ALIAS)
-        if number is None:
+        """One round trip: AccessSecretVersion on the alias. The answer names the version by number."""
+        answer = self._call("read", "access_secret_version", {"name": f"{self.name}/versions/{ALIAS}"},
+                            absent=("NotFound",))
+        if answer is None:
             return None  # no secret, or a secret without a codex-ci value
-        answer = self._call(f"read version {number} of", "access_secret_version",
-                            {"name": f"{self.name}/versions/{number}"})
+        number = str(answer.name).rsplit("/", 1)[-1]
+        if not number.isdigit():
+            raise StoreError(f"cannot read {self.url}: GCP Secret Manager answered without a version number")
         payload = answer.payload
         data = bytes(payload.data)
         if "data_crc32c" in payload and payload.data_crc32c != crc32c(data):
@@ -144,7 +147,7 @@ class GcpStore:
         except UnicodeDecodeError:
             raise InvalidAuthError(f"version {number} of {self.url} is not UTF-8 text, so not a login "
                                    "codex-ci wrote") from None
-        return Versioned(data, str(number))
+        return Versioned(data, number)
 
     def _expect(self, expected: str | None) -> Any:
         """The secret, if its alias names ``expected`` (None: no alias; the secret is created if missing)."""
