@@ -6,7 +6,6 @@ Core modules are imported inside each command so that ``seed`` and ``status`` ne
 from __future__ import annotations
 
 import logging
-import os
 import re
 import sys
 from collections.abc import Callable
@@ -39,7 +38,8 @@ HomeOpt = Annotated[
     typer.Option("--codex-home", envvar="CODEX_HOME", show_envvar=True, help="Codex's home (default ~/.codex)."),
 ]
 LockOpt = Annotated[
-    float, typer.Option("--lock-timeout", envvar="CODEX_CI_LOCK_TIMEOUT", help="Seconds to wait for auth.json.lock.")
+    float,
+    typer.Option("--lock-timeout", envvar="CODEX_CI_LOCK_TIMEOUT", min=0.0, help="Seconds to wait for auth.json.lock."),
 ]
 MinTtlOpt = Annotated[
     str,
@@ -57,7 +57,7 @@ LeaseTtlOpt = Annotated[
     str, typer.Option("--lease-ttl", help="How long a refresh lease lasts if its holder dies.")
 ]
 LeaseWaitOpt = Annotated[
-    float, typer.Option("--lease-wait", help="Seconds to wait for another runner's refresh lease.")
+    float, typer.Option("--lease-wait", min=0.0, help="Seconds to wait for another runner's refresh lease.")
 ]
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw]?)")
@@ -92,11 +92,7 @@ def _run(body: Callable[[], int | None]) -> NoReturn:
         code = ExitCode.INTERRUPTED
     except typer.Exit:
         raise
-    except Exception as exc:  # a bug: say what kind, never its text (it could hold a payload)
-        if os.environ.get("CODEX_CI_DEBUG") == "1":
-            import traceback
-
-            traceback.print_exc()
+    except Exception as exc:  # a bug: say what kind, never its text or traceback (they could hold a payload)
         log.error("internal error (%s). This is a bug in codex-ci; please report it.", type(exc).__name__)
         github.error(f"internal error ({type(exc).__name__})")
         code = ExitCode.UNEXPECTED
