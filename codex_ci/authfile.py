@@ -33,6 +33,25 @@ TOKEN_ORDER = ("id_token", "access_token", "refresh_token", "account_id")
 SECRET_KEYS = ("OPENAI_API_KEY", "personal_access_token", "bedrock_api_key")
 
 _FRACTION = re.compile(r"(\.\d{6})\d+")
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
+# The auth modes Codex knows: any other value makes Codex reject the whole file.
+MODES = ("chatgpt", "apikey", "chatgptAuthTokens", "agentIdentity", "personalAccessToken", "bedrockApiKey")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError("a number is out of range")
+    return value
+
+
+def loads(text: str | bytes) -> Any:
+    """json.loads that refuses what Codex's parser refuses: NaN, Infinity and numbers out of range."""
+    return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
 
 
 def utcnow() -> datetime:
@@ -49,11 +68,11 @@ def parse_time(value: str) -> datetime | None:
     text = _FRACTION.sub(r"\1", value.strip())
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
+        if moment.tzinfo is None:
+            return None
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    if moment.tzinfo is None:
-        return None
-    return moment.astimezone(UTC)
 
 
 def decode_jwt_claims(token: str, name: str) -> dict[str, Any]:
@@ -63,9 +82,11 @@ def decode_jwt_claims(token: str, name: str) -> dict[str, Any]:
         raise InvalidAuthError(f"{name} is not a JWT (expected three dot-separated parts)")
     payload = parts[1]
     try:
-        raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-        claims = json.loads(raw)
-    except (binascii.Error, ValueError, RecursionError):
+        if not _BASE64URL.fullmatch(payload):  # unpadded base64url, as Codex decodes it
+            raise ValueError
+        claims = loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        json.dumps(claims, ensure_ascii=False).encode("utf-8")
+    except (binascii.Error, ValueError, RecursionError, UnicodeError):
         raise InvalidAuthError(f"{name} is not a JWT (its payload does not decode to JSON)") from None
     if not isinstance(claims, dict):
         raise InvalidAuthError(f"{name} is not a JWT (its payload is not a JSON object)")
@@ -129,11 +150,13 @@ class AuthFile:
         except UnicodeDecodeError:
             raise InvalidAuthError(f"{source} is not valid UTF-8") from None
         try:
-            data = json.loads(text)
+            data = loads(text)
         except json.JSONDecodeError as exc:
             raise InvalidAuthError(
                 f"{source} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
             ) from None
+        except ValueError as exc:  # NaN, Infinity, an integer too long to convert
+            raise InvalidAuthError(f"{source} is not valid JSON ({str(exc).split(':')[0]})") from None
         except RecursionError:
             raise InvalidAuthError(f"{source} is nested too deeply") from None
         if not isinstance(data, dict):
@@ -234,7 +257,7 @@ class AuthFile:
             first = {key: tokens[key] for key in TOKEN_ORDER if key in tokens}
             ordered["tokens"] = first | {k: v for k, v in tokens.items() if k not in first}
         ordered |= {k: v for k, v in self._data.items() if k not in ordered}
-        return json.dumps(ordered, indent=2, ensure_ascii=False).encode("utf-8")
+        return json.dumps(ordered, indent=2, ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
 def _json_kind(value: Any) -> str:
@@ -254,12 +277,14 @@ def _resolve_mode(data: dict[str, Any]) -> str:
     if mode is None:
         key = data.get("OPENAI_API_KEY")
         return "apikey" if isinstance(key, str) and key else "chatgpt"
-    if not isinstance(mode, str) or not mode:
-        raise InvalidAuthError("auth_mode must be a string")
-    return mode.lower() if mode.lower() in ("chatgpt", "apikey") else mode
+    if mode not in MODES:
+        raise InvalidAuthError(f"auth_mode must be one of {', '.join(MODES)}")
+    return str(mode)
 
 
 def _validate(data: dict[str, Any], mode: str) -> Identity:
+    if data.get("tokens") is not None and not isinstance(data["tokens"], dict):
+        raise InvalidAuthError("tokens must be an object or null")
     key = data.get("OPENAI_API_KEY")
     if key is not None and not isinstance(key, str):
         raise InvalidAuthError("OPENAI_API_KEY must be a string or null")
@@ -275,8 +300,6 @@ def _validate(data: dict[str, Any], mode: str) -> Identity:
         if mode == "chatgpt":
             raise InvalidAuthError("tokens is missing (a ChatGPT login needs tokens)")
         return Identity(None, None, None, None, None)
-    if not isinstance(tokens, dict):
-        raise InvalidAuthError("tokens must be an object")
     for name in ("id_token", "access_token", "refresh_token"):
         value = tokens.get(name)
         if not isinstance(value, str) or not value:

@@ -60,7 +60,7 @@ LeaseWaitOpt = Annotated[
     float, typer.Option("--lease-wait", min=0.0, help="Seconds to wait for another runner's refresh lease.")
 ]
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw]?)")
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhdw]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -84,7 +84,8 @@ def _run(body: Callable[[], int | None]) -> NoReturn:
         code = body() or ExitCode.OK
     except CodexCIError as exc:
         hint = f" {exc.hint}" if exc.hint else ""
-        log.error("error: %s.%s", exc.message.rstrip("."), hint)
+        message = exc.message.rstrip(".").replace("\r", "\\r").replace("\n", "\\n")  # one line, whatever a path holds
+        log.error("error: %s.%s", message, hint)
         github.error(exc.message)
         code = exc.exit_code
     except KeyboardInterrupt:
@@ -182,7 +183,7 @@ def refresh(
     ] = "8d",
     force: Annotated[bool, typer.Option("--force", help="Refresh even if the token is fresh.")] = False,
     timeout: Annotated[
-        float, typer.Option("--timeout", min=0.1, help="Seconds to wait for the token endpoint's answer.")
+        float, typer.Option("--timeout", min=0.1, max=600, help="Seconds to wait for the token endpoint's answer.")
     ] = 30.0,
     retries: Annotated[
         int, typer.Option("--retries", min=0, max=10, help="Retries when the request surely did not spend the token.")
@@ -289,7 +290,7 @@ def keepalive(
         typer.Option("--max-age", help="Refresh only if the stored login is older than this (default: always)."),
     ] = None,
     min_ttl: MinTtlOpt = "1h",
-    timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Token endpoint timeout.")] = 30.0,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.1, max=600, help="Token endpoint timeout.")] = 30.0,
     retries: Annotated[int, typer.Option("--retries", min=0, max=10)] = 2,
     lock_timeout: LockOpt = 60.0,
     lease_ttl: LeaseTtlOpt = "2m",
@@ -348,9 +349,10 @@ def status(
         if as_json:
             import json
 
-            typer.echo(json.dumps(report.as_dict(), indent=2))
-        else:
-            typer.echo(render(report))
+            text = json.dumps(report.as_dict(), indent=2)
+        else:  # a path may hold bytes that are not UTF-8: print them escaped, never fail on them
+            text = render(report).encode("utf-8", "backslashreplace").decode("utf-8")
+        typer.echo(text)
         return report.exit_code
 
     _run(body)

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import stat
 import tempfile
 import time
@@ -24,7 +25,10 @@ MAX_READ = 4 * 1024 * 1024
 def resolve_home(option: str | None) -> Path:
     """--codex-home, else $CODEX_HOME, else ~/.codex (as Codex resolves it)."""
     value = option or os.environ.get("CODEX_HOME") or "~/.codex"
-    return Path(value).expanduser()
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:  # ~user that does not exist
+        raise FileSystemError("CODEX_HOME names an unknown user's home directory") from None
 
 
 def _why(exc: OSError) -> str:
@@ -39,8 +43,7 @@ def ensure_home(home: Path, *, create: bool) -> None:
         if not create:
             raise FileSystemError(f"CODEX_HOME {home} does not exist") from None
         try:
-            home.mkdir(mode=0o700, parents=True)
-            os.chmod(home, 0o700)
+            make_private_dirs(home)
         except OSError as exc:
             raise FileSystemError(f"cannot create CODEX_HOME {home}: {_why(exc)}") from None
         log.info("created %s (0700)", home)
@@ -54,6 +57,21 @@ def ensure_home(home: Path, *, create: bool) -> None:
 def is_regular_file(path: Path) -> bool:
     """True if ``path`` is a regular file, False if absent; FileSystemError for a symlink or anything else."""
     return _refuse_link_or_dir(path)
+
+
+def make_private_dirs(path: Path) -> None:
+    """mkdir -p where every directory created (parents too) is 0700 whatever the umask: a world-writable parent
+    would let another user swap the directory for one of their own."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        if path.parent == path:
+            break
+        path = path.parent
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode=0o700)
+            os.chmod(directory, 0o700)
 
 
 def _refuse_link_or_dir(path: Path) -> bool:
@@ -204,9 +222,11 @@ def write_atomic(path: Path, data: bytes) -> None:
     """
     _refuse_link_or_dir(path)
     directory = path.parent
+    stale_name = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")  # only mkstemp's names for this file
     for stale in directory.glob(f".{path.name}.*.tmp"):
-        with contextlib.suppress(OSError):
-            stale.unlink()
+        if stale_name.fullmatch(stale.name):
+            with contextlib.suppress(OSError):
+                stale.unlink()
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     except OSError as exc:

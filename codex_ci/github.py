@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import uuid
@@ -44,11 +45,15 @@ def warning(message: str) -> None:
 
 
 def _append(variable: str, text: str) -> None:
+    """Append to a runner file. Failing to report must not fail a command whose work is done: warn instead."""
     path = os.environ.get(variable)
     if not path or not active():
         return
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(text)
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as exc:
+        logging.getLogger("codex_ci").warning("cannot write $%s: %s", variable, exc.strerror or type(exc).__name__)
 
 
 def _render(value: object) -> str:

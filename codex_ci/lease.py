@@ -9,10 +9,12 @@ import json
 import logging
 import os
 import socket
+import time
 import uuid
 from datetime import datetime, timedelta
 
 from codex_ci.authfile import format_time, parse_time, utcnow
+from codex_ci.errors import InvalidAuthError, StoreError
 from codex_ci.stores import Store, StoreConflict
 
 log = logging.getLogger("codex_ci")
@@ -31,16 +33,23 @@ class Lease:
         self.holder = holder
         self.ttl = ttl
         self.version: str | None = None
+        self.deadline = 0.0  # time.monotonic() when the lease taken ends (a little earlier: measured before taking it)
 
     def _current(self, now: datetime) -> tuple[str | None, str | None]:
         """(version of the record, its live holder or None when free, expired or unreadable)."""
-        record = self.store.read()
+        try:
+            record = self.store.read()
+        except InvalidAuthError:
+            raise StoreError(
+                f"the refresh lease record {self.store.url} is damaged",
+                hint="Delete it: it holds no secret, and the next refresh writes a new one.",
+            ) from None
         if record is None:
             return None, None
         try:
             data = json.loads(record.value)
             holder, expires = data.get("holder"), parse_time(str(data.get("expires_at")))
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             return record.version, None
         if not isinstance(holder, str) or expires is None or expires <= now:
             return record.version, None
@@ -53,10 +62,12 @@ class Lease:
             log.debug("refresh lease held by %s", holder)
             return False
         record = {"holder": self.holder, "acquired_at": format_time(now), "expires_at": format_time(now + self.ttl)}
+        deadline = time.monotonic() + self.ttl.total_seconds()
         try:
             self.version = self.store.write(json.dumps(record).encode(), version)
         except StoreConflict:
             return False
+        self.deadline = deadline
         log.info("took the refresh lease on %s", self.store.url)
         return True
 

@@ -86,24 +86,25 @@ def seed(
     log.info("login read from %s (%s, %s mode)", source, encoding, auth.mode)
     ensure_home(home, create=True)
     path = home / AUTH_NAME
-    if not (force or if_newer) and is_regular_file(path):
+    kept = SeedResult("kept", auth, f"{path} already exists; left unchanged")
+    if not (force or if_newer) and is_regular_file(path) and is_regular_file(home / CONFIG_NAME):
         # auth.json never disappears once written (Codex rewrites it in place, codex-ci by rename): no lock needed
-        return SeedResult("kept", auth, f"{path} already exists; left unchanged")
+        warn_about_config(home)
+        return kept
     with AuthLock(home, lock_timeout):
+        ensure_config(home)  # under the lock, and on every path, so a seed killed before it is completed later
         existing_raw = read_file(path)
-        action = "written"
-        reason = f"wrote {path}"
-        if existing_raw is not None:
-            if not (force or if_newer):
-                return SeedResult("kept", auth, f"{path} already exists; left unchanged")
-            if if_newer and not force:
-                current = _existing_time(existing_raw, str(path))
-                if current is not None and (auth.last_refresh is None or auth.last_refresh <= current):
-                    return SeedResult("kept", auth, f"{path} is as new as the seed or newer; left unchanged")
-            action, reason = "replaced", f"replaced {path}"
+        if existing_raw is None:
+            write_atomic(path, auth.to_bytes())
+            return SeedResult("written", auth, f"wrote {path}")
+        if not (force or if_newer):
+            return kept
+        if if_newer and not force:
+            current = _existing_time(existing_raw, str(path))
+            if current is not None and (auth.last_refresh is None or auth.last_refresh <= current):
+                return SeedResult("kept", auth, f"{path} is as new as the seed or newer; left unchanged")
         write_atomic(path, auth.to_bytes())
-    ensure_config(home)
-    return SeedResult(action, auth, reason)
+    return SeedResult("replaced", auth, f"replaced {path}")
 
 
 def _existing_time(raw: bytes, name: str) -> datetime | None:
@@ -114,14 +115,19 @@ def _existing_time(raw: bytes, name: str) -> datetime | None:
 
 
 def ensure_config(home: Path) -> None:
-    """Create config.toml forcing file credentials; warn if it sends them to a keyring."""
+    """Create config.toml forcing file credentials (the caller holds the AuthLock); warn if it uses a keyring."""
     path = home / CONFIG_NAME
-    current = read_file(path)
-    if current is None:
+    if read_file(path) is None:
         write_atomic(path, CONFIG_LINE.encode())
         log.info('created %s with cli_auth_credentials_store = "file"', path)
         return
-    store = credentials_store(current)
+    warn_about_config(home)
+
+
+def warn_about_config(home: Path) -> None:
+    """Warn when config.toml sends the credentials to a keyring: Codex would move the login out of auth.json."""
+    path = home / CONFIG_NAME
+    store = credentials_store(read_file(path))
     if store in ("keyring", "auto"):
         log.warning(
             '%s sets cli_auth_credentials_store = "%s": Codex would move the login out of auth.json; set it to "file"',
@@ -137,16 +143,17 @@ def credentials_store(config: bytes | None) -> str | None:
 
     try:
         value = tomllib.loads(config.decode("utf-8")).get("cli_auth_credentials_store")
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):
         return "invalid"
     return value if isinstance(value, str) else None
 
 
 def refresh_home(
     home: Path, policy: Policy, *, lock_timeout: float, client: TokenClient | None = None,
-    on_login: LoginHook = _ignore,
+    on_login: LoginHook = _ignore, deadline: float | None = None,
 ) -> RefreshResult:
-    """Refresh auth.json under the lock for the whole read, decide, POST and write."""
+    """Refresh auth.json under the lock for the whole read, decide, POST and write (no POST may run past
+    ``deadline``, a time.monotonic() value: see TokenClient.refresh)."""
     from codex_ci.errors import AmbiguousRefreshError
     from codex_ci.refresh import TokenClient, decide
 
@@ -157,10 +164,10 @@ def refresh_home(
         on_login(auth)
         if not auth.is_chatgpt:
             return RefreshResult(False, f"{auth.mode} login: nothing to refresh", auth)
-        last = auth.last_refresh
-        if last is not None and last >= started:
-            return RefreshResult(False, "another process refreshed it while this one waited", auth)
         now = utcnow()
+        last = auth.last_refresh
+        if last is not None and started <= last <= now:
+            return RefreshResult(False, "another process refreshed it while this one waited", auth)
         why = decide(auth, now, policy)
         if why is None:
             return RefreshResult(False, "the access token is fresh enough", auth)
@@ -168,7 +175,7 @@ def refresh_home(
         if token is None:  # validated by AuthFile; kept for the type checker
             raise InvalidAuthError("tokens.refresh_token is missing")
         log.info("refreshing: %s", why)
-        tokens = (client or TokenClient()).refresh(token)
+        tokens = (client or TokenClient()).refresh(token, deadline)
         try:
             refreshed = auth.with_refresh(tokens, utcnow())
         except InvalidAuthError as exc:

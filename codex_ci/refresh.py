@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -38,7 +37,11 @@ PERMANENT_CODES = {
     "refresh_token_reused": "the refresh token was already used (another copy of this login refreshed it)",
     "refresh_token_invalidated": "the refresh token was revoked (a logout or a new login elsewhere)",
 }
+# Codes printed as they are; any other code is not echoed (a server could put anything there, a token too).
+KNOWN_CODES = {*PERMANENT_CODES, "invalid_grant", "invalid_request", "invalid_client", "unauthorized_client",
+               "unsupported_grant_type", "server_error", "temporarily_unavailable", "rate_limited"}
 MAX_RETRY_AFTER = 30.0
+MAX_ANSWER = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -77,11 +80,14 @@ def endpoint() -> tuple[str, str]:
     """The token URL and client id, honouring Codex's own environment overrides."""
     url = os.environ.get("CODEX_REFRESH_TOKEN_URL_OVERRIDE") or DEFAULT_URL
     client_id = os.environ.get("CODEX_APP_SERVER_LOGIN_CLIENT_ID") or DEFAULT_CLIENT_ID
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.scheme == "https" and host:
-        return url, client_id
-    if parts.scheme == "http" and _is_loopback(host):
+    try:  # parsed as httpx will send it, so what is checked is what is used
+        parts = httpx.URL(url)
+        host = parts.host
+    except Exception:  # noqa: BLE001 - httpx raises several kinds for a malformed URL
+        host, parts = "", None
+    if parts is not None and not parts.userinfo and (
+        (parts.scheme == "https" and host) or (parts.scheme == "http" and _is_loopback(host))
+    ):
         return url, client_id
     raise ConfigError(
         "CODEX_REFRESH_TOKEN_URL_OVERRIDE must be an https:// URL (http:// only for a loopback host)"
@@ -128,7 +134,7 @@ def _classify(response: httpx.Response) -> Exception:
         body = None
     code = error_code(body)
     status = response.status_code
-    named = f" ({code})" if code and len(code) < 64 and code.replace("_", "").isalnum() else ""
+    named = f" ({code})" if code in KNOWN_CODES else " (unrecognised error code)" if code else ""
     if code in PERMANENT_CODES:
         return LoginRejectedError(f"the token endpoint rejected the login: {PERMANENT_CODES[code]}")
     if status == 401:
@@ -157,18 +163,34 @@ class TokenClient:
         self.attempts = max(1, attempts)
         self.backoff = backoff
 
-    def refresh(self, refresh_token: Secret) -> dict[str, Any]:
+    @property
+    def attempt_seconds(self) -> float:
+        """The longest one attempt can take: connecting, then the whole answer (bounded, even if it trickles)."""
+        return float(self.timeout.connect or 0) + float(self.timeout.read or 0)
+
+    def refresh(self, refresh_token: Secret, deadline: float | None = None) -> dict[str, Any]:
+        """POST the refresh. ``deadline`` (time.monotonic()): no attempt starts that could end after it — the
+        refresh lease's expiry, so that no other runner can take the lease while this request is in flight."""
         body = json.dumps(
             {"client_id": self.client_id, "grant_type": "refresh_token", "refresh_token": refresh_token.reveal()}
         )
         headers = {"Content-Type": "application/json", "User-Agent": f"codex-ci/{__version__}"}
-        host = urlsplit(self.url).hostname
-        with httpx.Client(timeout=self.timeout, verify=_verify(), trust_env=True) as client:
+        host = httpx.URL(self.url).host
+        try:
+            client = httpx.Client(timeout=self.timeout, verify=_verify(), trust_env=True)
+        except (ValueError, ImportError, httpx.InvalidURL):
+            raise ConfigError("the proxy settings (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY) cannot be used") from None
+        with client:
             for attempt in range(1, self.attempts + 1):
+                if deadline is not None and time.monotonic() + self.attempt_seconds > deadline:
+                    raise TransientError(
+                        "not enough time left on the refresh lease for another request; nothing was sent",
+                        hint="Raise --lease-ttl, or lower --timeout or --retries.",
+                    )
                 delay = self.backoff * 2 ** (attempt - 1) * (0.5 + random.random() / 2)  # noqa: S311 (jitter)
                 log.debug("refresh POST to %s (attempt %d of %d)", host, attempt, self.attempts)
                 try:
-                    response = client.post(self.url, content=body, headers=headers)
+                    response = self._post(client, body, headers, time.monotonic() + self.attempt_seconds)
                 except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                     # The request never left: retrying cannot spend the token twice.
                     if _is_tls_failure(exc):
@@ -198,6 +220,16 @@ class TokenClient:
                 log.info("%s; retrying in %.1fs", error, delay)
                 time.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _post(self, client: httpx.Client, body: str, headers: dict[str, str], until: float) -> httpx.Response:
+        """One POST whose whole answer must arrive by ``until`` and fit in MAX_ANSWER bytes."""
+        with client.stream("POST", self.url, content=body, headers=headers) as streamed:
+            content = bytearray()
+            for chunk in streamed.iter_bytes():
+                content += chunk
+                if time.monotonic() > until or len(content) > MAX_ANSWER:
+                    raise httpx.ReadTimeout("the answer took too long or was too large")
+            return httpx.Response(streamed.status_code, headers=streamed.headers, content=bytes(content))
 
 
 def _is_tls_failure(exc: BaseException) -> bool:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from codex_ci.authfile import AuthFile, utcnow
 from codex_ci.errors import ConflictError, InvalidAuthError, LockTimeoutError, MissingAuthError, StoreError
-from codex_ci.files import AUTH_NAME, AuthLock, ensure_home, read_file, write_atomic
+from codex_ci.files import AUTH_NAME, AuthLock, ensure_home, is_regular_file, read_file, write_atomic
 from codex_ci.lease import Lease, new_holder_id
 from codex_ci.local import LoginHook, _ignore, ensure_config, refresh_home
 from codex_ci.stores import Store, StoreConflict, Versioned
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("codex_ci")
 
 STATE_NAME = "codex-ci-state.json"
+LEASE_MARGIN = 5.0  # seconds of the lease kept free at its end, for writing the new login back
 PERSIST_ATTEMPTS = 5
 
 
@@ -61,7 +62,7 @@ def read_state(home: Path) -> State | None:
         return None
     try:
         return State(**{k: str(v) for k, v in json.loads(raw).items() if k in State.__dataclass_fields__})
-    except (ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError, AttributeError, RecursionError):
         log.warning("ignoring an unreadable %s", home / STATE_NAME)
         return None
 
@@ -97,9 +98,8 @@ def restore(home: Path, store: Store, *, lock_timeout: float, on_login: LoginHoo
     on_login(remote)
     ensure_home(home, create=True)
     with AuthLock(home, lock_timeout):
-        result = _restore_locked(home, store, stored, remote, on_login)
-    ensure_config(home)
-    return result
+        ensure_config(home)
+        return _restore_locked(home, store, stored, remote, on_login)
 
 
 def _restore_locked(home: Path, store: Store, stored: Versioned, remote: AuthFile, on_login: LoginHook) -> SyncResult:
@@ -112,6 +112,7 @@ def _restore_locked(home: Path, store: Store, stored: Versioned, remote: AuthFil
             on_login(local)
         except InvalidAuthError as exc:
             log.warning("replacing an unusable local auth.json (%s)", exc.message)
+    is_regular_file(home / STATE_NAME)  # refuse a symlinked state file before auth.json changes, not after
     state = State(store.url, stored.version, digest(stored.value), "")
     data = remote.to_bytes()
     if local_raw is not None and local is not None:
@@ -206,6 +207,17 @@ class DistributedResult:
     version: str | None
 
 
+class UnsavedRotation(StoreError):
+    """The login was rotated but the store could not be written: the new login is only in the local auth.json."""
+
+
+def _release(lease: Lease) -> None:
+    try:
+        lease.release()
+    except StoreError as exc:
+        log.warning("could not release the refresh lease: %s", exc.message)
+
+
 def distributed_refresh(
     home: Path, store: Store, policy: Policy, *, lock_timeout: float, lease_ttl: timedelta, lease_wait: float,
     client: TokenClient | None = None, on_login: LoginHook = _ignore,
@@ -218,7 +230,7 @@ def distributed_refresh(
     def settled(auth: AuthFile) -> bool:
         """Fresh by the policy, or (when forced) refreshed by someone since we started."""
         if policy.force:
-            return auth.last_refresh is not None and auth.last_refresh >= started
+            return auth.last_refresh is not None and started <= auth.last_refresh <= utcnow()
         return decide(auth, utcnow(), policy) is None
 
     first = restore(home, store, lock_timeout=lock_timeout, on_login=on_login)
@@ -246,17 +258,20 @@ def distributed_refresh(
             again = restore(home, store, lock_timeout=lock_timeout, on_login=on_login)
             return DistributedResult(False, "another runner refreshed it", again.auth, again.version)
     try:
-        return _refresh_under_lease(home, store, policy, settled, lock_timeout, client, on_login)
-    finally:
-        try:
-            lease.release()
-        except StoreError as exc:
-            log.warning("could not release the refresh lease: %s", exc.message)
+        result = _refresh_under_lease(home, store, policy, settled, lock_timeout, client, on_login, lease)
+    except UnsavedRotation:
+        raise  # keep the lease: the store still holds the spent token; let it expire while persist saves the new one
+    except BaseException:
+        _release(lease)
+        raise
+    _release(lease)
+    return result
+
 
 
 def _refresh_under_lease(
     home: Path, store: Store, policy: Policy, settled: Callable[[AuthFile], bool], lock_timeout: float,
-    client: TokenClient | None, on_login: LoginHook,
+    client: TokenClient | None, on_login: LoginHook, lease: Lease,
 ) -> DistributedResult:
     from codex_ci.refresh import decide
 
@@ -266,12 +281,13 @@ def _refresh_under_lease(
         return DistributedResult(False, "another runner refreshed it", auth, synced.version)
     why = decide(auth, utcnow(), policy) or "forced"
     result = refresh_home(
-        home, replace(policy, force=True), lock_timeout=lock_timeout, client=client, on_login=on_login
+        home, replace(policy, force=True), lock_timeout=lock_timeout, client=client, on_login=on_login,
+        deadline=lease.deadline - LEASE_MARGIN,
     )
     try:
         saved = persist(home, store, lock_timeout=lock_timeout, on_login=on_login)
-    except StoreError as exc:
-        raise StoreError(
+    except (StoreError, ConflictError) as exc:
+        raise UnsavedRotation(
             f"refreshed locally but could not save to {store.url}: {exc.message}",
             hint="Run `codex-ci persist --to URL` before this runner goes away, or the new login is lost.",
         ) from None

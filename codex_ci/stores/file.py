@@ -11,8 +11,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from codex_ci.errors import FileSystemError, InvalidAuthError, StoreError
-from codex_ci.files import Flock, read_file, write_atomic
+from codex_ci.errors import ConfigError, FileSystemError, InvalidAuthError, StoreError
+from codex_ci.files import Flock, make_private_dirs, read_file, write_atomic
 from codex_ci.stores.base import StoreConflict, Versioned
 
 
@@ -39,21 +39,25 @@ class FileStore:
         try:
             data = json.loads(raw)
             version, value = data["version"], data["value"]
-            if not isinstance(version, int) or not isinstance(value, str):
+            if isinstance(version, bool) or not isinstance(version, int) or not isinstance(value, str):
                 raise TypeError
-        except (ValueError, KeyError, TypeError):
+            encoded = value.encode("utf-8", "surrogateescape")  # the bytes write() was given
+        except (ValueError, KeyError, TypeError, RecursionError, UnicodeError):
             raise InvalidAuthError(f"{self.url} is not a codex-ci file store (or it is damaged)") from None
-        return Versioned(value.encode("utf-8", "surrogateescape"), str(version))
+        return Versioned(encoded, str(version))
 
     def read(self) -> Versioned | None:
-        if not self.path.parent.is_dir():
-            return None
+        try:
+            if not self.path.parent.is_dir():
+                return None
+        except OSError as exc:
+            raise StoreError(f"cannot use {self.url}: {exc.strerror or type(exc).__name__}") from None
         with self._locked():
             return self._load()
 
     def write(self, value: bytes, expected: str | None) -> str:
         try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_private_dirs(self.path.parent)
         except OSError as exc:
             raise StoreError(f"cannot create the directory of {self.url}: {exc.strerror}") from None
         with self._locked():
@@ -62,7 +66,7 @@ class FileStore:
                 raise StoreConflict(f"{self.url} changed (expected version {expected}, found "
                                     f"{current.version if current else 'none'})")
             version = int(expected or 0) + 1
-            text = value.decode("utf-8", "surrogateescape")
+            text = value.decode("utf-8", "surrogateescape")  # any bytes round-trip
             data = json.dumps({"format": 1, "version": version, "value": text}, ensure_ascii=False)
             write_atomic(self.path, data.encode("utf-8", "surrogateescape"))
         return str(version)
@@ -71,4 +75,10 @@ class FileStore:
         return FileStore(self.path.with_name(f"{self.path.name}.{suffix}"))
 
 def open_store(location: str, env: Mapping[str, str]) -> FileStore:
-    return FileStore(Path(location).expanduser().absolute())
+    try:
+        path = Path(location).expanduser().absolute()
+    except RuntimeError:  # ~user that does not exist
+        raise ConfigError("the file:// store path names an unknown user's home") from None
+    if not path.name or path == path.parent:
+        raise ConfigError("a file:// store must name a file, not a directory")
+    return FileStore(path)
