@@ -7,7 +7,8 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -87,3 +88,18 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(terse=True),
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
+
+
+@contextmanager
+def environ(**values: str) -> Iterator[None]:
+    """Set environment variables of this process for a while (forked children inherit them)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old

@@ -244,7 +244,7 @@ def distributed_refresh(
 
     lease = Lease(store.sibling("lease"), new_holder_id(), lease_ttl)
     deadline = time.monotonic() + lease_wait
-    delay = 0.25
+    delay = 0.05  # a rotation takes about one token round trip: look again soon, then back off
     while not lease.try_acquire():
         if time.monotonic() > deadline:
             raise LockTimeoutError(
@@ -252,7 +252,7 @@ def distributed_refresh(
                 hint="It expires by itself after the lease TTL; run again, or raise --lease-wait.",
             )
         time.sleep(delay * (0.5 + random.random()))  # noqa: S311 (jitter)
-        delay = min(delay * 2, 4.0)
+        delay = min(delay * 2, 2.0)
         current = store.read()
         if current is not None and settled(_parse_stored(current, store)):
             again = restore(home, store, lock_timeout=lock_timeout, on_login=on_login)

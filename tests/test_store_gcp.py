@@ -160,7 +160,36 @@ def test_reads_follow_the_alias_not_latest(gcp_target: StoreTarget) -> None:
     got = store.read()
     assert got is not None and (got.value, got.version) == (b"ours", v1)
     accessed = [resource for method, resource in fake.calls if method == "AccessSecretVersion" and name in resource]
-    assert accessed and all(resource == f"{name}/versions/{v1}" for resource in accessed)
+    assert accessed and all(resource == f"{name}/versions/{gcp_store.ALIAS}" for resource in accessed)
+
+
+def test_a_read_is_one_round_trip_by_alias(gcp_target: StoreTarget) -> None:
+    """AccessSecretVersion on the alias alone; the version comes from the number in the answer's name."""
+    fake, name = fake_of(gcp_target), name_of(gcp_target)
+    store = gcp_target.open()
+    assert store.read() is None  # no secret: NOT_FOUND
+    fake.put(name, b"not ours", alias="prod")
+    assert store.read() is None  # a secret without the alias: NOT_FOUND too
+    version = store.write(VALUE, None)
+    before = len(fake.calls)
+    got = store.read()
+    assert got is not None and (got.value, got.version) == (VALUE, version)
+    assert fake.calls[before:] == [("AccessSecretVersion", f"{name}/versions/{gcp_store.ALIAS}")]
+
+
+def test_an_answer_without_a_version_number_is_a_store_error(
+    gcp_target: StoreTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from google.cloud.secretmanager_v1 import types
+
+    class Client:
+        def access_secret_version(self, request: dict[str, Any], **kw: Any) -> Any:
+            return types.AccessSecretVersionResponse(name=request["name"], payload={"data": VALUE})
+
+    monkeypatch.setattr(gcp_store._Sdk, "client", lambda self: Client())
+    with pytest.raises(StoreError, match="without a version number") as caught:
+        gcp_target.open().read()
+    assert caught.value.exit_code == ExitCode.STORE and "CANARY" not in str(caught.value)
 
 
 def test_a_corrupted_payload_fails_its_checksum(gcp_target: StoreTarget) -> None:
