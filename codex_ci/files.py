@@ -69,9 +69,13 @@ def make_private_dirs(path: Path) -> None:
             break
         path = path.parent
     for directory in reversed(missing):
-        with contextlib.suppress(FileExistsError):
+        try:
             directory.mkdir(mode=0o700)
-            os.chmod(directory, 0o700)
+        except FileExistsError:
+            if directory.is_dir():
+                continue  # another process made it meanwhile
+            raise  # a dangling symlink, say
+        os.chmod(directory, 0o700)
 
 
 def _refuse_link_or_dir(path: Path) -> bool:

@@ -159,7 +159,7 @@ class TokenClient:
         self, *, connect_timeout: float = 10.0, read_timeout: float = 30.0, attempts: int = 3, backoff: float = 1.0
     ) -> None:
         self.url, self.client_id = endpoint()
-        self.timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
+        self.timeout = httpx.Timeout(read_timeout, connect=min(connect_timeout, read_timeout))
         self.attempts = max(1, attempts)
         self.backoff = backoff
 

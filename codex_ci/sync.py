@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("codex_ci")
 
 STATE_NAME = "codex-ci-state.json"
-LEASE_MARGIN = 5.0  # seconds of the lease kept free at its end, for writing the new login back
+LEASE_MARGIN = 5.0  # seconds of the lease kept free at its end (a quarter of a short lease), to write back
 PERSIST_ATTEMPTS = 5
 
 
@@ -282,7 +282,7 @@ def _refresh_under_lease(
     why = decide(auth, utcnow(), policy) or "forced"
     result = refresh_home(
         home, replace(policy, force=True), lock_timeout=lock_timeout, client=client, on_login=on_login,
-        deadline=lease.deadline - LEASE_MARGIN,
+        deadline=lease.deadline - min(LEASE_MARGIN, lease.ttl.total_seconds() / 4),
     )
     try:
         saved = persist(home, store, lock_timeout=lock_timeout, on_login=on_login)

@@ -436,7 +436,7 @@ def test_kill_distributed_refresh_at_random_points(cli: Any, tmp_path: Path, cra
     or that same refreshed file at version + 1; the lease record is complete. A rotation is lost only when the
     kill fell between the rotation and the local write; once auth.json holds it, the next ``refresh --store`` in
     that home heals the store from it (the chain goes on: no spent token is ever presented). The next run exits 0
-    once a dead holder's lease expires (--lease-ttl 1s), leaves auth.json equal to the store, and no temp file."""
+    once a dead holder's lease expires (--lease-ttl 3s), leaves auth.json equal to the store, and no temp file."""
     target, server = crash_target, crash_server
     rng, tally, store = rng_for(f"refresh-store-{target.kind}"), Tally(f"refresh-store/{target.kind}"), target.open()
     store.write(as_file(login(expires_in=1800, refresh_token=server.current_refresh_token,
@@ -447,8 +447,8 @@ def test_kill_distributed_refresh_at_random_points(cli: Any, tmp_path: Path, cra
         tag = f"{index}" if index >= 0 else f"calibration-{tally.notes['calibration']}"
         tally.notes["calibration"] += index < 0
         home = tmp_path / f"runner-{tag}"  # an ephemeral runner
-        args = ["refresh", "--store", target.url, "--codex-home", str(home), *LOCK, "--lease-ttl", "1s",
-                "--lease-wait", "30"]
+        args = ["refresh", "--store", target.url, "--codex-home", str(home), *LOCK, "--lease-ttl", "3s",
+                "--timeout", "1", "--lease-wait", "30"]
         old = read_store(store)
         assert old is not None
         lease_version, _ = check_lease(store, "before", 0)
@@ -646,8 +646,8 @@ def test_distributed_refresh_killed_before_its_store_write_is_healed_by_the_next
         assert old is not None
         home = tmp_path / "runner"
         env = {"CODEX_REFRESH_TOKEN_URL_OVERRIDE": server.url}
-        args = ["refresh", "--store", file_target.url, "--codex-home", str(home), *LOCK, "--lease-ttl", "1s",
-                "--lease-wait", "30"]
+        args = ["refresh", "--store", file_target.url, "--codex-home", str(home), *LOCK, "--lease-ttl", "3s",
+                "--timeout", "1", "--lease-wait", "30"]
         outcome = run_and_kill(args, env | killpoint_env(path.name, "synced"), None, bootstrap=KILLPOINT)
         assert outcome.killed, f"the kill point was not reached: {outcome.returncode} {outcome.stderr}"
         server.quiesce()

@@ -297,7 +297,7 @@ def test_seed_error_in_github_actions_is_annotated(cli, home: Path) -> None:
 
 def test_a_killed_writer_leaves_no_temp_file_behind(cli, home: Path) -> None:
     home.mkdir(mode=0o700)
-    stale = home / ".auth.json.abc123.tmp"
+    stale = home / ".auth.json.abc12345.tmp"
     stale.write_text("half a login")
     assert cli("seed", "--codex-home", str(home), env=seed_env(login())).exit_code == 0
     assert not stale.exists()
