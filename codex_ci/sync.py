@@ -261,9 +261,10 @@ def distributed_refresh(
         result = _refresh_under_lease(home, store, policy, settled, lock_timeout, client, on_login, lease)
     except UnsavedRotation:
         raise  # keep the lease: the store still holds the spent token; let it expire while persist saves the new one
-    except BaseException:
+    except Exception:
         _release(lease)
         raise
+    # An interrupt (a cancelled job) also keeps the lease: the login may be rotated but not yet saved.
     _release(lease)
     return result
 
