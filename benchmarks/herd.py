@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tokenserver import TokenServer
 
-from benchmarks.common import LOOPBACK, PYTHON, clean_env, median, ms, write_login
+from benchmarks.common import LOOPBACK, PYTHON, clean_env, environ, median, ms, write_login
 from benchmarks.report import Outcome, Row
 from codex_ci.local import refresh_home
 from codex_ci.refresh import Policy
@@ -119,23 +119,9 @@ def _worker(home: Path, barrier: Barrier, reports: Queue[Report]) -> None:
         reports.put((False, time.monotonic(), f"{type(exc).__name__}: {exc}"))
 
 
-@contextmanager
-def _environ(**values: str) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
-
-
 def _fork_round(count: int) -> Round:
     ctx = multiprocessing.get_context("fork")
-    with _stale_home_and_server() as (home, server), _environ(
+    with _stale_home_and_server() as (home, server), environ(
         CODEX_REFRESH_TOKEN_URL_OVERRIDE=server.url, NO_PROXY=LOOPBACK, no_proxy=LOOPBACK
     ):
         barrier = ctx.Barrier(count + 1)
