@@ -54,11 +54,6 @@ def ensure_home(home: Path, *, create: bool) -> None:
         raise FileSystemError(f"CODEX_HOME {home} is not a directory")
 
 
-def is_regular_file(path: Path) -> bool:
-    """True if ``path`` is a regular file, False if absent; FileSystemError for a symlink or anything else."""
-    return _refuse_link_or_dir(path)
-
-
 def make_private_dirs(path: Path) -> None:
     """mkdir -p where every directory created (parents too) is 0700 whatever the umask: a world-writable parent
     would let another user swap the directory for one of their own."""
@@ -78,7 +73,7 @@ def make_private_dirs(path: Path) -> None:
         os.chmod(directory, 0o700)
 
 
-def _refuse_link_or_dir(path: Path) -> bool:
+def is_regular_file(path: Path) -> bool:
     """True if ``path`` exists as a regular file, False if absent; raise for a symlink or anything else."""
     try:
         info = path.lstat()
@@ -95,7 +90,7 @@ def _refuse_link_or_dir(path: Path) -> bool:
 
 def _open_lock_file(path: Path) -> int:
     """Open (creating 0600) a lock file, refusing a symlink: an unusable directory fails now, not at the timeout."""
-    _refuse_link_or_dir(path)
+    is_regular_file(path)
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as exc:
@@ -197,7 +192,7 @@ class SharedAuthLock:
 
 def read_file(path: Path) -> bytes | None:
     """The bytes of a regular file, None if absent. Refuses symlinks and directories; caps the size."""
-    if not _refuse_link_or_dir(path):
+    if not is_regular_file(path):
         return None
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -224,7 +219,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     is stale and is removed first. A symlink or directory at ``path`` is refused; on any failure the old file
     stays as it was and the temp file is removed.
     """
-    _refuse_link_or_dir(path)
+    is_regular_file(path)
     directory = path.parent
     stale_name = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")  # only mkstemp's names for this file
     for stale in directory.glob(f".{path.name}.*.tmp"):

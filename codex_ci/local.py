@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from codex_ci.authfile import AuthFile, utcnow
-from codex_ci.errors import InvalidAuthError, MissingAuthError
+from codex_ci.errors import FileSystemError, InvalidAuthError, MissingAuthError
 from codex_ci.files import AUTH_NAME, AuthLock, ensure_home, is_regular_file, read_file, write_atomic
 
 if TYPE_CHECKING:
@@ -45,8 +46,6 @@ class RefreshResult:
 
 def read_source(from_file: str | None) -> tuple[bytes, str]:
     """The seed's bytes and a name for messages: --from-file PATH, - for stdin, else $CODEX_AUTH_JSON."""
-    import sys
-
     if from_file == "-":
         return sys.stdin.buffer.read(4 * 1024 * 1024 + 1), "standard input"
     if from_file:
@@ -55,8 +54,6 @@ def read_source(from_file: str | None) -> tuple[bytes, str]:
             with path.open("rb") as handle:
                 return handle.read(4 * 1024 * 1024 + 1), str(path)
         except OSError as exc:
-            from codex_ci.errors import FileSystemError
-
             raise FileSystemError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
     value = os.environb.get(b"CODEX_AUTH_JSON")
     if value is None:
