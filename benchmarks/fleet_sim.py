@@ -63,10 +63,10 @@ KINDS = ("file", "vault", "aws", "gcp")
 MIN_TTL = 60  # seconds: --min-ttl
 ACCESS_TTL = 61  # seconds: each new access token is "fresh" (more than MIN_TTL left) for 0-1 s (exp is whole s)
 LEASE_TTL = 15  # seconds: the workers' lease TTL (a killed holder blocks the fleet this long). codex-ci sends no
-# POST that could outlive its lease minus 5 s (sync.LEASE_MARGIN); one attempt of CLIENT may take 4 s; the rest is
-# for the re-read of the store and the lock under the lease, which can take seconds on 2 busy CPUs
+# POST that could outlive its lease minus a margin (sync.LEASE_MARGIN, at most a quarter of the TTL); one attempt of
+# CLIENT may take 4 s; the rest is for the store re-read and the lock under the lease, slow on 2 busy CPUs
 CLIENT = {"connect_timeout": 1.0, "read_timeout": 3.0, "attempts": 1}
-CLI_REFRESH = ["--lease-ttl", "25s", "--timeout", "2", "--retries", "0"]  # 10 s connect + 2 s read + 5 s margin
+CLI_REFRESH = ["--lease-ttl", "25s", "--timeout", "2", "--retries", "0"]  # connect and read within 2 s each
 LEASE_WAIT = 90.0  # seconds: --lease-wait
 MAX_CONCURRENCY = 16
 PHASE_JOBS = (4, 30)  # a new random concurrency every this many jobs

@@ -683,9 +683,10 @@ def blackhole() -> Iterator[str]:
 
 def test_connect_timeout_with_store(cli, home: Path, stale_store: StoreFaults, token_server: TokenServer,
                                     blackhole: str) -> None:
-    """The CLI's connect timeout is TokenClient's fixed 10 s (``--timeout`` sets the read timeout only)."""
+    """The connect timeout is within --timeout (at most 10 s); the request never left, so nothing is ambiguous."""
     before, stored = local_files(home), stale_store.direct().read()
-    run = cmd(cli, stale_store, "refresh", "--retries", "0", home=home, CODEX_REFRESH_TOKEN_URL_OVERRIDE=blackhole)
+    run = cmd(cli, stale_store, "refresh", "--retries", "0", "--timeout", "2", home=home,
+              CODEX_REFRESH_TOKEN_URL_OVERRIDE=blackhole)
     assert run.exit_code == ExitCode.TRANSIENT
     assert "cannot connect to 127.0.0.1: ConnectTimeout" in one_error(run.stderr)
     assert "may have reached" not in run.stderr  # the request never left: it is not reported as ambiguous
@@ -1059,8 +1060,8 @@ def test_unreachable_store(cli, home: Path, request: pytest.FixtureRequest, toke
 
 
 # ---- the lease after a rotation ----------------------------------------------------------------------------------
-# The first three were found by this suite as bugs (strict xfails) and fixed in codex_ci (commit 01c1ac6): they stay
-# as regression tests. The last one is still open.
+# Found by this suite as bugs (strict xfails), fixed in codex_ci (commits 01c1ac6 and 82d763b), kept as regression
+# tests: the error after a conflict, the lease kept after an unsaved rotation or an interrupt, no POST past the lease.
 
 
 @pytest.mark.parametrize("kind", ["file", "vault"])
@@ -1103,8 +1104,8 @@ def test_failed_store_write_after_rotation_keeps_others_from_the_spent_token(
 
 def test_no_refresh_is_sent_that_could_outlive_the_lease(cli, home: Path, stale_store: StoreFaults,
                                                          token_server: TokenServer) -> None:
-    """A lease too short for one request (connect timeout 10 s + --timeout, and a margin to write the result back):
-    nothing is sent, so no second runner can take the expired lease while the POST is in flight."""
+    """A lease too short for one request (connect and read, each within --timeout, and a margin to write the
+    result back): nothing is sent, so no second runner can take the expired lease while the POST is in flight."""
     before, stored = local_files(home), stale_store.direct().read()
     run = cmd(cli, stale_store, "refresh", "--lease-ttl", "10s", "--timeout", "5", home=home)
     assert run.exit_code == ExitCode.TRANSIENT
@@ -1118,6 +1119,8 @@ def test_no_refresh_is_sent_that_could_outlive_the_lease(cli, home: Path, stale_
 
 def test_interrupt_after_rotation_keeps_the_lease(cli, tmp_path: Path, file_target: StoreTarget,
                                                    token_server: TokenServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An interrupt (a cancelled job's SIGINT) after the rotation, before the store write: the lease is kept, so
+    the next runner waits instead of presenting the spent refresh token, and the persist step saves the login."""
     import codex_ci.sync as sync
 
     first, second = tmp_path / "runner-1", tmp_path / "runner-2"
