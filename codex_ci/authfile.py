@@ -11,13 +11,16 @@ import binascii
 import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from codex_ci.errors import InvalidAuthError
 from codex_ci.secret import Secret
 
 MAX_BYTES = 1024 * 1024
+# A last_refresh further ahead of this machine's clock than this is not believed: it never makes a login "newer"
+# and never holds off a refresh (it was planted, or written by a runner whose clock ran ahead).
+FUTURE_SLACK = timedelta(minutes=5)
 AUTH_CLAIMS = "https://api.openai.com/auth"
 # The order Codex writes its top-level keys in; unknown keys follow in their original order.
 KEY_ORDER = (
@@ -102,6 +105,36 @@ class Identity:
     user_id: str | None
     plan: str | None
     access_expires: datetime | None
+    access_issued: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """When a login was made, for ordering two of them: first the access token's ``iat`` (set by the token
+    endpoint's clock), then ``last_refresh`` (the clock of whichever machine refreshed). A value more than
+    FUTURE_SLACK ahead of this machine's clock is not believed (None): a planted or drifted timestamp never wins."""
+
+    issued: datetime | None
+    refreshed: datetime | None
+
+    def newer_than(self, other: Stamp) -> bool:
+        if self.issued is not None and other.issued is not None and self.issued != other.issued:
+            return self.issued > other.issued
+        if self.refreshed is None:
+            return False
+        return other.refreshed is None or self.refreshed > other.refreshed
+
+    def encode(self) -> str:
+        return ",".join(format_time(t) if t else "" for t in (self.issued, self.refreshed))
+
+    @classmethod
+    def decode(cls, text: str) -> Stamp:
+        issued, _, refreshed = text.partition(",")
+        return cls(parse_time(issued) if issued else None, parse_time(refreshed) if refreshed else None)
+
+
+def _believed(moment: datetime | None, now: datetime) -> datetime | None:
+    return None if moment is not None and moment > now + FUTURE_SLACK else moment
 
 
 def _epoch(value: Any) -> datetime | None:
@@ -212,6 +245,13 @@ class AuthFile:
         value = self._data.get("last_refresh")
         return parse_time(value) if isinstance(value, str) else None
 
+    def refreshed_at(self, now: datetime) -> datetime | None:
+        """``last_refresh``, unless it is more than FUTURE_SLACK ahead of ``now``."""
+        return _believed(self.last_refresh, now)
+
+    def stamp(self, now: datetime) -> Stamp:
+        return Stamp(_believed(self.identity.access_issued, now), self.refreshed_at(now))
+
     def secret_values(self) -> list[Secret]:
         """Every token value in the file: the ones a CI log must mask."""
         values = [self.tokens.get(key) for key in ("id_token", "access_token", "refresh_token")]
@@ -318,4 +358,5 @@ def _validate(data: dict[str, Any], mode: str) -> Identity:
         user_id=_text(auth.get("chatgpt_user_id")) or _text(auth.get("user_id")),
         plan=_text(auth.get("chatgpt_plan_type")),
         access_expires=_epoch(access_claims.get("exp")),
+        access_issued=_epoch(access_claims.get("iat")),
     )

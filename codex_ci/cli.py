@@ -54,7 +54,7 @@ StoreOpt = Annotated[
     ),
 ]
 LeaseTtlOpt = Annotated[
-    str, typer.Option("--lease-ttl", help="How long a refresh lease lasts if its holder dies.")
+    str, typer.Option("--lease-ttl", help="How long a refresh lease lasts if its holder dies (at most 15m).")
 ]
 LeaseWaitOpt = Annotated[
     float, typer.Option("--lease-wait", min=0.0, help="Seconds to wait for another runner's refresh lease.")
@@ -78,8 +78,9 @@ def parse_duration(value: str, option: str) -> timedelta:
 
 def _run(body: Callable[[], int | None]) -> NoReturn:
     """Run one command: translate codex-ci errors into a one-line message and their exit code."""
-    from codex_ci import github
+    from codex_ci import github, interrupts
 
+    interrupts.install()  # SIGINT and SIGTERM become Interrupted: locks and leases are released on the way out
     try:
         code = body() or ExitCode.OK
     except CodexCIError as exc:
@@ -89,7 +90,7 @@ def _run(body: Callable[[], int | None]) -> NoReturn:
         github.error(exc.message)
         code = exc.exit_code
     except KeyboardInterrupt:
-        log.error("interrupted")
+        log.error("error: interrupted.")
         code = ExitCode.INTERRUPTED
     except typer.Exit:
         raise
@@ -181,7 +182,9 @@ def refresh(
     max_age: Annotated[
         str, typer.Option("--max-age", help="Refresh when the expiry is unreadable and last_refresh is older.")
     ] = "8d",
-    force: Annotated[bool, typer.Option("--force", help="Refresh even if the token is fresh.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Refresh even if the token is fresh (never within a minute of the last).")
+    ] = False,
     timeout: Annotated[
         float, typer.Option("--timeout", min=0.1, max=600, help="Seconds to wait for the token endpoint's answer.")
     ] = 30.0,
@@ -221,10 +224,16 @@ def _refresh(
     extra: dict[str, Any] = {}
     if store:
         from codex_ci import sync
+        from codex_ci.lease import check_ttl
 
+        ttl = parse_duration(lease_ttl, "--lease-ttl")
+        check_ttl(ttl)
+        if client.attempt_seconds + min(sync.LEASE_MARGIN, ttl.total_seconds() / 4) >= ttl.total_seconds():
+            raise ConfigError(f"--lease-ttl {lease_ttl} is too short for one request (--timeout {timeout:g}s plus "
+                              "connecting); raise it or lower --timeout")
         result: Any = sync.distributed_refresh(
             home, _open(store), policy, lock_timeout=lock_timeout, client=client, on_login=_mask,
-            lease_ttl=parse_duration(lease_ttl, "--lease-ttl"), lease_wait=lease_wait,
+            lease_ttl=ttl, lease_wait=lease_wait,
         )
         extra["store-version"] = result.version or ""
     else:
@@ -251,9 +260,12 @@ def restore(
     ] = None,
     codex_home: HomeOpt = None,
     lock_timeout: LockOpt = 60.0,
+    force: Annotated[
+        bool, typer.Option("--force", help="Take the store's login even when auth.json changed since its base.")
+    ] = False,
 ) -> None:
-    """Write the store's newest login to auth.json (unless the local one is newer)."""
-    _run(lambda: _sync("restore", from_url, "--from", codex_home, lock_timeout))
+    """Write the store's login to auth.json, unless auth.json holds a newer rotation of its own."""
+    _run(lambda: _sync("restore", from_url, "--from", codex_home, lock_timeout, force))
 
 
 @app.command()
@@ -264,21 +276,26 @@ def persist(
     ] = None,
     codex_home: HomeOpt = None,
     lock_timeout: LockOpt = 60.0,
+    force: Annotated[
+        bool, typer.Option("--force", help="Write auth.json over whatever the store holds (after a new login).")
+    ] = False,
 ) -> None:
     """Write auth.json back to the store if it changed, by compare-and-set; never over a newer login."""
-    _run(lambda: _sync("persist", to_url, "--to", codex_home, lock_timeout))
+    _run(lambda: _sync("persist", to_url, "--to", codex_home, lock_timeout, force))
 
 
-def _sync(command: str, url: str | None, option: str, codex_home: str | None, lock_timeout: float) -> None:
+def _sync(command: str, url: str | None, option: str, codex_home: str | None, lock_timeout: float, force: bool
+          ) -> None:
     """restore or persist: one core call, then the report (output ``restored`` or ``persisted``)."""
     from codex_ci import files, sync
 
     run = sync.restore if command == "restore" else sync.persist
     result = run(files.resolve_home(codex_home), _open(_require(url, option)), lock_timeout=lock_timeout,
-                 on_login=_mask)
-    log.info("%s", result.reason)
+                 on_login=_mask, force=force)
     outcome = "restored" if command == "restore" else "persisted"
     _report(f"codex-ci {command}", result.auth, {outcome: result.action, "store-version": result.version})
+    sync.check_persisted(result)
+    log.info("%s", result.reason)
 
 
 @app.command()

@@ -5,8 +5,11 @@ Messages never contain a secret: they name files, keys and HTTP statuses, never 
 
 from __future__ import annotations
 
+import enum
+import signal
 
-class ExitCode:
+
+class ExitCode(enum.IntEnum):
     """The documented exit codes (see README.md)."""
 
     OK = 0
@@ -22,7 +25,8 @@ class ExitCode:
     CONFLICT = 10  # the store moved under us and could not be reconciled
     EXPIRING = 20  # status: valid but expires within --min-ttl
     EXPIRED = 21  # status: the access token has expired (a refresh may still save it)
-    INTERRUPTED = 130
+    INTERRUPTED = 130  # SIGINT (Ctrl-C, or a cancelled GitHub job)
+    TERMINATED = 143  # SIGTERM (a cancelled GitHub job, after SIGINT)
 
 
 class CodexCIError(Exception):
@@ -95,3 +99,22 @@ class StoreError(CodexCIError):
 
 class ConflictError(CodexCIError):
     exit_code = ExitCode.CONFLICT
+
+
+class SupersededError(ConflictError):
+    """persist found the store holding a login it must not overwrite: newer, or changed since this copy's base."""
+
+    hint = (
+        "Nothing was written. If this runner's auth.json is the login to keep (a new `codex login` on a trusted "
+        "machine), run `codex-ci persist --force --to URL`; otherwise run `codex-ci restore --from URL`."
+    )
+
+
+class Interrupted(CodexCIError):
+    """SIGINT or SIGTERM: the command stopped cleanly (any rotation under way was finished and saved first)."""
+
+    def __init__(self, signum: int, detail: str = "") -> None:
+        name = signal.Signals(signum).name
+        super().__init__(f"interrupted by {name}" + (f" ({detail})" if detail else ""))
+        self.signum = signum
+        self.exit_code = ExitCode.TERMINATED if signum == signal.SIGTERM else ExitCode.INTERRUPTED

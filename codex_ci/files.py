@@ -1,4 +1,5 @@
-"""CODEX_HOME on disk: the auth.json.lock flock Codex uses, atomic writes, permissions, symlink refusal."""
+"""CODEX_HOME on disk: the flocks Codex uses (auth.lock, then auth.json.lock), atomic writes, permissions, symlink
+refusal."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ log = logging.getLogger("codex_ci")
 
 AUTH_NAME = "auth.json"
 LOCK_NAME = "auth.json.lock"
+OUTER_LOCK_NAME = "auth.lock"
 MAX_READ = 4 * 1024 * 1024
 
 
@@ -145,11 +147,43 @@ class Flock:
             self._lock = None
 
 
-class AuthLock(Flock):
-    """``$CODEX_HOME/auth.json.lock``: the lock Codex takes around writing auth.json."""
+class AuthLock:
+    """Codex's two locks in Codex's order: ``auth.lock`` (blocking), then ``auth.json.lock``.
+
+    Codex 0.169+ takes ``auth.lock`` after its refresh POST, then tries ``auth.json.lock`` without blocking for
+    5 s and, failing that, throws its new tokens away and replays the spent refresh token. Holding both makes a
+    Codex that refreshes meanwhile wait quietly on ``auth.lock`` instead, and then see the file changed. Every
+    read-modify-write of auth.json takes this; ``timeout`` bounds the wait for both together.
+    """
 
     def __init__(self, home: Path, timeout: float) -> None:
-        super().__init__(home / LOCK_NAME, timeout)
+        self.home = home
+        self.timeout = timeout
+        self._held: list[Flock] = []
+
+    def __enter__(self) -> AuthLock:
+        deadline = time.monotonic() + self.timeout
+        try:
+            for name in (OUTER_LOCK_NAME, LOCK_NAME):
+                lock = Flock(self.home / name, max(0.0, deadline - time.monotonic()))
+                try:
+                    lock.__enter__()
+                except LockTimeoutError:
+                    raise LockTimeoutError(f"timed out after {self.timeout:g}s waiting for {lock.path}") from None
+                self._held.append(lock)
+        except BaseException:
+            self._release()
+            raise
+        return self
+
+    def _release(self) -> None:
+        while self._held:
+            self._held.pop().__exit__(None, None, None)
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._release()
 
 
 class SharedAuthLock:

@@ -1,6 +1,10 @@
 """The distributed refresh lease: a record next to the login in the same store, taken by compare-and-set.
 
-It names its holder and an expiry, so a crashed holder blocks others for at most the lease's TTL.
+No clock of another machine decides anything. The record names its holder and its TTL; a waiter judges it expired
+only when the same record version has stood unchanged for that TTL by the waiter's *own* monotonic clock, counted
+from when the waiter first saw it. The holder counts its own TTL from just before it wrote the record, so its
+lease always ends (by its clock) before any waiter can take it over (by theirs), whatever their wall clocks say.
+The TTL is capped at MAX_TTL; a record claiming more is treated as expired.
 """
 
 from __future__ import annotations
@@ -11,13 +15,16 @@ import os
 import socket
 import time
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
+from typing import Any
 
-from codex_ci.authfile import format_time, parse_time, utcnow
-from codex_ci.errors import InvalidAuthError, StoreError
+from codex_ci.authfile import format_time, utcnow
+from codex_ci.errors import ConfigError, InvalidAuthError, StoreError
 from codex_ci.stores import Store, StoreConflict
 
 log = logging.getLogger("codex_ci")
+
+MAX_TTL = timedelta(minutes=15)
 
 
 def new_holder_id() -> str:
@@ -27,16 +34,25 @@ def new_holder_id() -> str:
     return f"{where}/{uuid.uuid4().hex[:12]}"
 
 
+def check_ttl(ttl: timedelta) -> None:
+    if not timedelta(0) < ttl <= MAX_TTL:
+        raise ConfigError(f"--lease-ttl must be more than 0 and at most {int(MAX_TTL.total_seconds() // 60)}m")
+
+
 class Lease:
     def __init__(self, store: Store, holder: str, ttl: timedelta) -> None:
+        check_ttl(ttl)
         self.store = store
         self.holder = holder
         self.ttl = ttl
         self.version: str | None = None
-        self.deadline = 0.0  # time.monotonic() when the lease taken ends (a little earlier: measured before taking it)
+        self.deadline = 0.0  # time.monotonic() when the lease taken ends (measured before taking it)
+        self._seen: tuple[str, float] | None = None  # another holder's record version, and when we first saw it
+        self.other: str | None = None  # the other holder we are waiting for, if any
+        self.keep = False  # set while a rotation made under this lease is not yet in the store: never release then
 
-    def _current(self, now: datetime) -> tuple[str | None, str | None]:
-        """(version of the record, its live holder or None when free, expired or unreadable)."""
+    def _read(self) -> tuple[str | None, dict[str, Any]]:
+        """(version of the record, its content; {} when absent or unreadable)."""
         try:
             record = self.store.read()
         except InvalidAuthError:
@@ -45,24 +61,41 @@ class Lease:
                 hint="Delete it: it holds no secret, and the next refresh writes a new one.",
             ) from None
         if record is None:
-            return None, None
+            return None, {}
         try:
             data = json.loads(record.value)
-            holder, expires = data.get("holder"), parse_time(str(data.get("expires_at")))
-        except (ValueError, AttributeError, RecursionError):
-            return record.version, None
-        if not isinstance(holder, str) or expires is None or expires <= now:
-            return record.version, None
-        return record.version, holder
+        except (ValueError, RecursionError):
+            return record.version, {}
+        return record.version, data if isinstance(data, dict) else {}
+
+    def _their_ttl(self, data: dict[str, Any]) -> float:
+        value = data.get("ttl_seconds")
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return self.ttl.total_seconds()  # a record of an older codex-ci: judged by our own TTL
+        if not 0 < value <= MAX_TTL.total_seconds():
+            return 0.0  # claims more than any lease may last: expired
+        return float(value)
+
+    def waited(self) -> float:
+        """How long this runner has watched the other holder's record stand unchanged."""
+        return 0.0 if self._seen is None else time.monotonic() - self._seen[1]
 
     def try_acquire(self) -> bool:
-        now = utcnow()
-        version, holder = self._current(now)
-        if holder is not None and holder != self.holder:
-            log.debug("refresh lease held by %s", holder)
-            return False
-        record = {"holder": self.holder, "acquired_at": format_time(now), "expires_at": format_time(now + self.ttl)}
-        deadline = time.monotonic() + self.ttl.total_seconds()
+        version, data = self._read()
+        holder = data.get("holder")
+        if isinstance(holder, str) and holder and holder != self.holder and version is not None:
+            now = time.monotonic()
+            if self._seen is None or self._seen[0] != version:
+                self._seen, self.other = (version, now), holder
+            ttl = self._their_ttl(data)
+            if now - self._seen[1] < ttl:
+                log.debug("refresh lease held by %s", holder)
+                return False
+            log.warning("the refresh lease on %s held by %s has not changed for %.0fs, past its TTL; taking it over",
+                        self.store.url, holder, now - self._seen[1])
+        ttl = self.ttl.total_seconds()
+        record = {"holder": self.holder, "acquired_at": format_time(utcnow()), "ttl_seconds": ttl}
+        deadline = time.monotonic() + ttl
         try:
             self.version = self.store.write(json.dumps(record).encode(), version)
         except StoreConflict:

@@ -6,14 +6,17 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from codex_ci.authfile import AuthFile, utcnow
+from codex_ci import interrupts
+from codex_ci.authfile import FUTURE_SLACK, AuthFile, format_time, utcnow
 from codex_ci.errors import FileSystemError, InvalidAuthError, MissingAuthError
 from codex_ci.files import AUTH_NAME, AuthLock, ensure_home, is_regular_file, read_file, write_atomic
+from codex_ci.secret import Secret
+from codex_ci.state import digest, read_state, save_state
 
 if TYPE_CHECKING:
     from codex_ci.refresh import Policy, TokenClient
@@ -98,6 +101,9 @@ def seed(
             return kept
         if if_newer and not force:
             current = _existing_time(existing_raw, str(path))
+            if current is not None and current > now + FUTURE_SLACK:
+                log.warning("%s has a last_refresh ahead of this machine's clock; the seed replaces it", path)
+                current = None
             if current is not None and (auth.last_refresh is None or auth.last_refresh <= current):
                 return SeedResult("kept", auth, f"{path} is as new as the seed or newer; left unchanged")
         write_atomic(path, auth.to_bytes())
@@ -145,17 +151,33 @@ def credentials_store(config: bytes | None) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _peek_refresh_token(home: Path) -> Secret | None:
+    """The refresh token auth.json holds now, read without the lock (None if it cannot be read): what this run
+    set out to refresh. Finding another one under the lock means someone refreshed meanwhile."""
+    try:
+        raw = read_file(home / AUTH_NAME)
+        return AuthFile.parse(raw, AUTH_NAME).refresh_token if raw is not None else None
+    except (InvalidAuthError, FileSystemError):
+        return None
+
+
 def refresh_home(
     home: Path, policy: Policy, *, lock_timeout: float, client: TokenClient | None = None,
-    on_login: LoginHook = _ignore, deadline: float | None = None,
+    on_login: LoginHook = _ignore, deadline: float | None = None, expected: Secret | None = None,
 ) -> RefreshResult:
-    """Refresh auth.json under the lock for the whole read, decide, POST and write (no POST may run past
-    ``deadline``, a time.monotonic() value: see TokenClient.refresh)."""
+    """Refresh auth.json under Codex's locks for the whole read, decide, POST and write (no POST may run past
+    ``deadline``, a time.monotonic() value: see TokenClient.refresh).
+
+    Never rotates a login that another process refreshed after this run started (whatever its new lifetime), nor
+    one rotated moments ago (see refresh.too_soon), not even when forced. ``expected`` is the refresh token the
+    caller set out to refresh (by default, the one auth.json holds when this starts). From just before the POST
+    until the new login is written, SIGINT and SIGTERM are deferred (see interrupts.rotation)."""
     from codex_ci.errors import AmbiguousRefreshError
-    from codex_ci.refresh import TokenClient, decide
+    from codex_ci.refresh import TokenClient, decide, earliest_refresh_at, in_future, too_soon
 
     ensure_home(home, create=False)
     started = utcnow()
+    before = expected or _peek_refresh_token(home)
     with AuthLock(home, lock_timeout):
         auth = load(home)
         on_login(auth)
@@ -163,23 +185,32 @@ def refresh_home(
             return RefreshResult(False, f"{auth.mode} login: nothing to refresh", auth)
         now = utcnow()
         last = auth.last_refresh
-        if last is not None and started <= last <= now:
+        if (before is not None and auth.refresh_token != before) or (last is not None and started <= last <= now):
             return RefreshResult(False, "another process refreshed it while this one waited", auth)
+        if in_future(auth, now):
+            log.warning("auth.json's last_refresh is more than 5 minutes ahead of this machine's clock; ignoring it")
         why = decide(auth, now, policy)
         if why is None:
             return RefreshResult(False, "the access token is fresh enough", auth)
+        state = read_state(home)
+        hold = too_soon(auth, now, state.refresh_not_before)
+        if hold is not None:
+            return RefreshResult(False, hold, auth)
         token = auth.refresh_token
         if token is None:  # validated by AuthFile; kept for the type checker
             raise InvalidAuthError("tokens.refresh_token is missing")
         log.info("refreshing: %s", why)
-        tokens = (client or TokenClient()).refresh(token, deadline)
-        try:
-            refreshed = auth.with_refresh(tokens, utcnow())
-        except InvalidAuthError as exc:
-            raise AmbiguousRefreshError(f"the token endpoint answered with unusable tokens: {exc.message}") from None
-        on_login(refreshed)
-        write_atomic(home / AUTH_NAME, refreshed.to_bytes())
-    expires = refreshed.identity.access_expires
-    if expires is not None and expires - utcnow() <= policy.min_ttl:
-        log.warning("the new access token expires within --min-ttl: every run will refresh; lower --min-ttl")
+        with interrupts.rotation():
+            tokens = (client or TokenClient()).refresh(token, deadline)
+            try:
+                refreshed = auth.with_refresh(tokens, utcnow())
+            except InvalidAuthError as exc:
+                raise AmbiguousRefreshError(
+                    f"the token endpoint answered with unusable tokens: {exc.message}") from None
+            on_login(refreshed)
+            data = refreshed.to_bytes()
+            write_atomic(home / AUTH_NAME, data)
+            not_before = earliest_refresh_at(tokens, now)
+            save_state(home, replace(state, not_before=format_time(not_before) if not_before else "",
+                                     rotated=digest(data)))
     return RefreshResult(True, why, refreshed)

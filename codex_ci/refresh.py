@@ -11,6 +11,7 @@ import logging
 import os
 import random
 import ssl
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,11 +19,12 @@ from typing import Any
 
 import httpx
 
-from codex_ci import __version__
-from codex_ci.authfile import AuthFile
+from codex_ci import __version__, interrupts
+from codex_ci.authfile import AuthFile, format_time, parse_time
 from codex_ci.errors import (
     AmbiguousRefreshError,
     ConfigError,
+    Interrupted,
     LoginRejectedError,
     TransientError,
 )
@@ -42,6 +44,10 @@ KNOWN_CODES = {*PERMANENT_CODES, "invalid_grant", "invalid_request", "invalid_cl
                "unsupported_grant_type", "server_error", "temporarily_unavailable", "rate_limited"}
 MAX_RETRY_AFTER = 30.0
 MAX_ANSWER = 1024 * 1024
+# A login refreshed less than this long ago is never rotated again: the endpoint may reject a refresh token that
+# is presented again within seconds of being issued.
+MIN_INTERVAL = timedelta(minutes=1)
+MAX_NOT_BEFORE = timedelta(days=1)  # an earliest_refresh_at further out than this is not honoured
 
 
 @dataclass(frozen=True)
@@ -55,16 +61,46 @@ class Policy:
     refresh_after: timedelta | None = None
 
 
+def in_future(auth: AuthFile, now: datetime) -> bool:
+    """True when last_refresh is too far ahead of this machine's clock to be believed."""
+    return auth.last_refresh is not None and auth.refreshed_at(now) is None
+
+
+def too_soon(auth: AuthFile, now: datetime, not_before: datetime | None = None) -> str | None:
+    """Why this login must not be rotated now, even when forced: it was rotated moments ago, or the endpoint gave
+    an ``earliest_refresh_at`` still ahead. An access token that has already expired is always refreshed."""
+    expires = auth.identity.access_expires
+    if expires is not None and expires <= now:
+        return None
+    if not_before is not None and now < not_before <= now + MAX_NOT_BEFORE:
+        return f"the token endpoint asked for no refresh before {format_time(not_before)}"
+    last = auth.refreshed_at(now)
+    if last is not None and now - last < MIN_INTERVAL:
+        ago = max(0, int((now - last).total_seconds()))
+        return f"it was refreshed {ago}s ago, and a login is never rotated twice within a minute"
+    return None
+
+
+def threshold(auth: AuthFile, min_ttl: timedelta, now: datetime) -> timedelta:
+    """How close to its expiry an access token is refreshed: ``min_ttl``, but never more than half its lifetime,
+    so that a token that lives shorter than ``min_ttl`` (1-hour tokens, say) is not rotated on every run."""
+    expires = auth.identity.access_expires
+    issued = auth.identity.access_issued or auth.refreshed_at(now)
+    if expires is None or issued is None or issued >= expires:
+        return min_ttl
+    return min(min_ttl, (expires - issued) / 2)
+
+
 def decide(auth: AuthFile, now: datetime, policy: Policy) -> str | None:
     """Why this login needs a refresh now, or None. Codex's rule with a CI-sized margin."""
     if policy.force:
         return "forced"
-    last = auth.last_refresh
+    last = auth.refreshed_at(now)
     if policy.refresh_after is not None and (last is None or now - last >= policy.refresh_after):
-        return "last_refresh is older than --max-age"
+        return "last_refresh is older than --max-age" if last is not None else "last_refresh is unknown"
     expires = auth.identity.access_expires
     if expires is not None:
-        if expires - now <= policy.min_ttl:
+        if expires - now <= threshold(auth, policy.min_ttl, now):
             if expires <= now:
                 return "the access token has expired"
             return "the access token expires within the minimum TTL"
@@ -73,6 +109,16 @@ def decide(auth: AuthFile, now: datetime, policy: Policy) -> str | None:
         return "the access token has no readable expiry and last_refresh is unknown"
     if now - last >= policy.max_age:
         return "the access token has no readable expiry and last_refresh is older than the maximum age"
+    return None
+
+
+def earliest_refresh_at(answer: dict[str, Any], now: datetime) -> datetime | None:
+    """The ``earliest_refresh_at`` a token answer may carry (RFC 3339, or seconds since the epoch)."""
+    value = answer.get("earliest_refresh_at")
+    if isinstance(value, str):
+        return parse_time(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1e11:
+        return datetime.fromtimestamp(value, now.tzinfo)
     return None
 
 
@@ -182,6 +228,9 @@ class TokenClient:
             raise ConfigError("the proxy settings (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY) cannot be used") from None
         with client:
             for attempt in range(1, self.attempts + 1):
+                signum = interrupts.pending()
+                if signum is not None:  # a cancelled job: send nothing more
+                    raise Interrupted(signum)
                 if deadline is not None and time.monotonic() + self.attempt_seconds > deadline:
                     raise TransientError(
                         "not enough time left on the refresh lease for another request; nothing was sent",
@@ -200,7 +249,8 @@ class TokenClient:
                         ) from None
                     error: Exception = TransientError(f"cannot connect to {host}: {type(exc).__name__}")
                 except httpx.TimeoutException:
-                    raise AmbiguousRefreshError(f"no answer from {host} in time after sending the refresh") from None
+                    raise AmbiguousRefreshError(f"no answer from {host} in time after sending the refresh{_cut()}"
+                                                ) from None
                 except httpx.TransportError as exc:
                     raise AmbiguousRefreshError(
                         f"the connection to {host} broke after sending the refresh ({type(exc).__name__})"
@@ -218,18 +268,59 @@ class TokenClient:
                 if attempt == self.attempts:
                     raise error
                 log.info("%s; retrying in %.1fs", error, delay)
-                time.sleep(delay)
+                _sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _post(self, client: httpx.Client, body: str, headers: dict[str, str], until: float) -> httpx.Response:
-        """One POST whose whole answer must arrive by ``until`` and fit in MAX_ANSWER bytes."""
-        with client.stream("POST", self.url, content=body, headers=headers) as streamed:
-            content = bytearray()
-            for chunk in streamed.iter_bytes():
-                content += chunk
-                if time.monotonic() > until or len(content) > MAX_ANSWER:
-                    raise httpx.ReadTimeout("the answer took too long or was too large")
-            return httpx.Response(streamed.status_code, headers=streamed.headers, content=bytes(content))
+        """One POST whose whole answer, headers included, must arrive by ``until`` (sooner once SIGINT or SIGTERM
+        came: see interrupts.deadline_after_signal) and fit in MAX_ANSWER bytes.
+
+        The request runs in a worker thread and this one watches the clock: httpx's timeouts bound each read, not
+        the whole answer, so a server that trickles its headers a byte at a time would outlast any of them. A
+        request abandoned at the deadline is reported as ambiguous (it may have reached the server).
+        """
+        box: dict[str, Any] = {}
+        done = threading.Event()
+
+        def work() -> None:
+            try:
+                with client.stream("POST", self.url, content=body, headers=headers) as streamed:
+                    content = bytearray()
+                    for chunk in streamed.iter_bytes():
+                        content += chunk
+                        if len(content) > MAX_ANSWER:
+                            raise httpx.ReadTimeout("the answer was too large")
+                    box["response"] = httpx.Response(streamed.status_code, headers=streamed.headers,
+                                                     content=bytes(content))
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread as is
+                box["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=work, name="codex-ci-refresh", daemon=True).start()
+        while not done.wait(0.02):
+            after_signal = interrupts.deadline_after_signal()
+            if time.monotonic() > min(until, after_signal if after_signal is not None else until):
+                raise httpx.ReadTimeout("the whole answer did not arrive in time")
+        if "error" in box:
+            raise box["error"]
+        response: httpx.Response = box["response"]
+        return response
+
+
+def _cut() -> str:
+    """What to add to an ambiguous failure when a signal cut the request short."""
+    if interrupts.pending() is None:
+        return ""
+    return (" (cut short by a cancellation: if the endpoint rotated the login, that rotation is lost and the "
+            "stored refresh token is spent)")
+
+
+def _sleep(seconds: float) -> None:
+    """Sleep, but wake as soon as a signal is pending (the next attempt will then not be sent)."""
+    end = time.monotonic() + seconds
+    while interrupts.pending() is None and time.monotonic() < end:
+        time.sleep(min(0.05, max(0.0, end - time.monotonic())))
 
 
 def _is_tls_failure(exc: BaseException) -> bool:

@@ -1,14 +1,15 @@
 """Local auth.json ⇄ secret store: restore, persist, and the distributed refresh that rotates a login once
 for any number of runners. Returns values or raises; never prints.
 
-A small state file in CODEX_HOME (0600, no secret) records which store version the local file came from and
-digests of both, so ``persist`` writes only what changed, by compare-and-set against that version.
+Logins are ordered by store history, not by clocks (see state.py): a local file unchanged since the store version
+it came from (its base) loses to any newer store version; a changed one is written back only onto that same base
+and only if it is not older than the login stored there; when both sides changed nothing is overwritten. Only a
+home with no base (a new login on a trusted machine) is ordered by time, and then by the token endpoint's own
+``iat`` before any runner's ``last_refresh`` (see authfile.Stamp).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import random
 import time
@@ -16,13 +17,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-from codex_ci.authfile import AuthFile, utcnow
-from codex_ci.errors import ConflictError, InvalidAuthError, LockTimeoutError, MissingAuthError, StoreError
+from codex_ci import interrupts
+from codex_ci.authfile import AuthFile, Stamp, utcnow
+from codex_ci.errors import (
+    ConflictError,
+    InvalidAuthError,
+    LockTimeoutError,
+    MissingAuthError,
+    StoreError,
+    SupersededError,
+)
 from codex_ci.files import AUTH_NAME, AuthLock, ensure_home, is_regular_file, read_file, write_atomic
-from codex_ci.lease import Lease, new_holder_id
+from codex_ci.lease import Lease, check_ttl, new_holder_id
 from codex_ci.local import LoginHook, _ignore, ensure_config, refresh_home
+from codex_ci.state import STATE_NAME, read_state, save_state
 from codex_ci.stores import Store, StoreConflict, Versioned
 
 if TYPE_CHECKING:
@@ -31,63 +41,37 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("codex_ci")
 
-STATE_NAME = "codex-ci-state.json"
 LEASE_MARGIN = 5.0  # seconds of the lease kept free at its end (a quarter of a short lease), to write back
 PERSIST_ATTEMPTS = 5
 
-
-def digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-@dataclass(frozen=True)
-class State:
-    store: str
-    version: str
-    stored_digest: str
-    local_digest: str
+Action = Literal["restored", "kept-local", "unchanged", "written", "created", "superseded"]
 
 
 @dataclass(frozen=True)
 class SyncResult:
-    action: str  # restore: restored/kept-local/unchanged; persist: written/created/unchanged/superseded
+    action: Action
     version: str | None
     auth: AuthFile
     reason: str
-
-
-def read_state(home: Path) -> State | None:
-    raw = read_file(home / STATE_NAME)
-    if raw is None:
-        return None
-    try:
-        return State(**{k: str(v) for k, v in json.loads(raw).items() if k in State.__dataclass_fields__})
-    except (ValueError, TypeError, AttributeError, RecursionError):
-        log.warning("ignoring an unreadable %s", home / STATE_NAME)
-        return None
-
-
-def _save_state(home: Path, state: State) -> None:
-    """Write the state file (the caller holds the AuthLock)."""
-    write_atomic(home / STATE_NAME, json.dumps(state.__dict__, indent=2).encode())
-
-
-Record = Callable[[State], None]
-
-
-def is_newer(mine: AuthFile, theirs: AuthFile) -> bool:
-    """True when ``mine`` was refreshed later than ``theirs`` (a login without a time is the oldest)."""
-    if mine.last_refresh is None:
-        return False
-    return theirs.last_refresh is None or mine.last_refresh > theirs.last_refresh
 
 
 def _parse_stored(stored: Versioned, store: Store) -> AuthFile:
     return AuthFile.parse(stored.value, store.url)
 
 
-def restore(home: Path, store: Store, *, lock_timeout: float, on_login: LoginHook = _ignore) -> SyncResult:
-    """Bring the store's login to auth.json unless the local one is newer; record the store version."""
+def _stamp(raw: bytes, name: str, now: datetime) -> Stamp:
+    """The stamp of a stored value; an unreadable one is older than any login."""
+    try:
+        return AuthFile.parse(raw, name).stamp(now)
+    except InvalidAuthError:
+        return Stamp(None, None)
+
+
+def restore(
+    home: Path, store: Store, *, lock_timeout: float, on_login: LoginHook = _ignore, force: bool = False,
+) -> SyncResult:
+    """Bring the store's login to auth.json unless the local one is a newer login of this home's own (see the
+    module's ordering rule); record the store version. ``force`` takes the store's login whatever the local is."""
     stored = store.read()
     if stored is None:
         raise MissingAuthError(
@@ -99,11 +83,14 @@ def restore(home: Path, store: Store, *, lock_timeout: float, on_login: LoginHoo
     ensure_home(home, create=True)
     with AuthLock(home, lock_timeout):
         ensure_config(home)
-        return _restore_locked(home, store, stored, remote, on_login)
+        return _restore_locked(home, store, stored, remote, on_login, force)
 
 
-def _restore_locked(home: Path, store: Store, stored: Versioned, remote: AuthFile, on_login: LoginHook) -> SyncResult:
+def _restore_locked(
+    home: Path, store: Store, stored: Versioned, remote: AuthFile, on_login: LoginHook, force: bool,
+) -> SyncResult:
     path = home / AUTH_NAME
+    now = utcnow()
     local_raw = read_file(path)
     local: AuthFile | None = None
     if local_raw is not None:
@@ -113,23 +100,40 @@ def _restore_locked(home: Path, store: Store, stored: Versioned, remote: AuthFil
         except InvalidAuthError as exc:
             log.warning("replacing an unusable local auth.json (%s)", exc.message)
     is_regular_file(home / STATE_NAME)  # refuse a symlinked state file before auth.json changes, not after
-    state = State(store.url, stored.version, digest(stored.value), "")
+    state = read_state(home)
     data = remote.to_bytes()
-    if local_raw is not None and local is not None:
+    if local_raw is not None and local is not None and not force:
         if local_raw in (stored.value, data):
-            _save_state(home, replace(state, local_digest=digest(local_raw)))
+            save_state(home, state.with_base(store.url, stored.version, local_raw, remote.stamp(now)))
             return SyncResult("unchanged", stored.version, local, "already up to date")
-        if is_newer(local, remote):  # the digest of the store's copy, so that persist sees the change
-            _save_state(home, replace(state, local_digest=digest(stored.value)))
+        base = state.base_for(store.url)
+        if base is not None and state.changed_since_base(local_raw):
+            if base != stored.version:
+                raise ConflictError(
+                    f"{path} changed since it was restored from {store.url} (version {base}), and the store has "
+                    f"moved on to version {stored.version}: both changed, so neither was overwritten",
+                    hint="To keep this runner's login run `codex-ci persist --force --to URL`; to take the store's "
+                    "run `codex-ci restore --force --from URL`.",
+                )
+            if not Stamp.decode(state.base_stamp).newer_than(local.stamp(now)):
+                return SyncResult("kept-local", stored.version, local,
+                                  f"{path} changed since version {base} of {store.url}; kept it (persist writes it)")
+        elif base is None and local.stamp(now).newer_than(remote.stamp(now)):
+            # the store's version is this copy's base now, and the digest of its value, so that persist sees a change
+            save_state(home, state.with_base(store.url, stored.version, stored.value, remote.stamp(now)))
             return SyncResult("kept-local", stored.version, local, f"{path} is newer than {store.url}; kept it")
     write_atomic(path, data)
-    _save_state(home, replace(state, local_digest=digest(data)))
+    save_state(home, state.with_base(store.url, stored.version, data, remote.stamp(now)))
     reason = f"restored {path} from {store.url} (version {stored.version})"
     return SyncResult("restored", stored.version, remote, reason)
 
 
-def persist(home: Path, store: Store, *, lock_timeout: float, on_login: LoginHook = _ignore) -> SyncResult:
-    """Write auth.json to the store if it changed since restore, by compare-and-set; never an older login."""
+def persist(
+    home: Path, store: Store, *, lock_timeout: float, on_login: LoginHook = _ignore, force: bool = False,
+) -> SyncResult:
+    """Write auth.json to the store if it changed since its base, by compare-and-set onto that base; never over a
+    newer login, never when both sides changed. ``force``: compare-and-set against the version just read, whatever
+    it holds (the recovery after a new login on a trusted machine)."""
     with AuthLock(home, lock_timeout):
         raw = read_file(home / AUTH_NAME)
         if raw is None:
@@ -137,66 +141,96 @@ def persist(home: Path, store: Store, *, lock_timeout: float, on_login: LoginHoo
         local = AuthFile.parse(raw, str(home / AUTH_NAME))
         on_login(local)
         state = read_state(home)
-
-    def record(new: State) -> None:
-        with AuthLock(home, lock_timeout):
-            _save_state(home, new)
-
-    if state is not None and state.store == store.url and digest(raw) == state.local_digest:
-        reason = "auth.json has not changed since it was last restored or persisted"
-        return SyncResult("unchanged", state.version, local, reason)
-    expected = state.version if state is not None and state.store == store.url else None
-    if expected is None:
-        current = store.read()
-        if current is not None:
-            verdict = _compare(raw, local, current, store)
-            if verdict is not None:
-                return _settle(record, store, raw, local, current, verdict)
-            expected = current.version
-    return _write_newest(record, store, raw, local, expected)
+    writer = _Writer(home, store, raw, local, lock_timeout)
+    base = state.base_for(store.url)
+    if force:
+        return writer.force()
+    if base is None:
+        return writer.newest(store.read())
+    if not state.changed_since_base(raw):
+        return SyncResult("unchanged", base, local, "auth.json has not changed since it was last restored or persisted")
+    if state.own_rotation(raw):  # the live head of its login: onto the base, else over anything older
+        return writer.onto(base, fallback=writer.newest)
+    if Stamp.decode(state.base_stamp).newer_than(local.stamp(utcnow())):
+        return writer.superseded(base, f"auth.json is older than the login it was restored from ({store.url} "
+                                       f"version {base}): an older login is never written over a newer one")
+    return writer.onto(base)
 
 
-def _compare(raw: bytes, local: AuthFile, current: Versioned, store: Store) -> str | None:
-    """"unchanged" or "superseded" when the store's copy wins; None when ours is newer and should be written."""
-    if current.value == raw:
-        return "unchanged"
-    try:
-        remote = _parse_stored(current, store)
-    except InvalidAuthError:
-        return None  # a broken stored value is older than any valid login
-    return None if is_newer(local, remote) else "superseded"
+class _Writer:
+    """persist's writes, each recording the new base in the state file."""
 
+    def __init__(self, home: Path, store: Store, raw: bytes, local: AuthFile, lock_timeout: float) -> None:
+        self.home, self.store, self.raw, self.local, self.lock_timeout = home, store, raw, local, lock_timeout
 
-def _settle(record: Record, store: Store, raw: bytes, local: AuthFile, current: Versioned, verdict: str
-            ) -> SyncResult:
-    if verdict == "unchanged":
-        record(State(store.url, current.version, digest(current.value), digest(raw)))
-        return SyncResult("unchanged", current.version, local, f"{store.url} already holds this login")
-    return SyncResult(
-        "superseded", current.version, local,
-        f"{store.url} holds a newer login (version {current.version}); this runner's copy was superseded",
-    )
+    def _record(self, version: str, stored: bytes) -> None:
+        with AuthLock(self.home, self.lock_timeout):
+            state = read_state(self.home)
+            save_state(self.home, state.with_base(self.store.url, version, self.raw, _stamp(stored, "", utcnow())))
 
+    def _done(self, action: Action, version: str) -> SyncResult:
+        self._record(version, self.raw)
+        return SyncResult(action, version, self.local, f"wrote {self.store.url} (version {version})")
 
-def _write_newest(record: Record, store: Store, raw: bytes, local: AuthFile, expected: str | None) -> SyncResult:
-    for attempt in range(PERSIST_ATTEMPTS):
+    def unchanged(self, current: Versioned) -> SyncResult:
+        self._record(current.version, current.value)
+        return SyncResult("unchanged", current.version, self.local, f"{self.store.url} already holds this login")
+
+    def superseded(self, version: str, reason: str) -> SyncResult:
+        return SyncResult("superseded", version, self.local, reason)
+
+    def onto(self, base: str, fallback: Callable[[Versioned | None], SyncResult] | None = None) -> SyncResult:
+        """Write onto the base version. If the store moved, both sides changed: write nothing, or (for this home's
+        own rotation) hand over to ``fallback`` with what the store holds now."""
         try:
-            version = store.write(raw, expected)
+            return self._done("written", self.store.write(self.raw, base))
         except StoreConflict:
-            current = store.read()
-            if current is None:
-                expected = None
-                continue
-            verdict = _compare(raw, local, current, store)
-            if verdict is not None:
-                return _settle(record, store, raw, local, current, verdict)
-            log.info("%s moved; ours is newer, retrying (attempt %d)", store.url, attempt + 2)
-            expected = current.version
-            continue
-        record(State(store.url, version, digest(raw), digest(raw)))
-        action = "created" if expected is None else "written"
-        return SyncResult(action, version, local, f"wrote {store.url} (version {version})")
-    raise ConflictError(f"{store.url} kept changing; gave up after {PERSIST_ATTEMPTS} attempts")
+            current = self.store.read()
+        if current is not None and current.value == self.raw:
+            return self.unchanged(current)
+        if fallback is not None:
+            log.info("%s moved on from version %s; ordering by when each login was issued", self.store.url, base)
+            return fallback(current)
+        version = current.version if current is not None else "none"
+        return self.superseded(version, f"{self.store.url} moved on from version {base} (now {version}) while "
+                                        "auth.json changed too: both changed, so the store was not overwritten")
+
+    def newest(self, current: Versioned | None) -> SyncResult:
+        """No base: write if the secret is absent or holds an older login (ordered by Stamp)."""
+        for attempt in range(PERSIST_ATTEMPTS):
+            if current is not None:
+                if current.value == self.raw:
+                    return self.unchanged(current)
+                now = utcnow()
+                if not self.local.stamp(now).newer_than(_stamp(current.value, self.store.url, now)):
+                    return self.superseded(current.version, f"{self.store.url} holds a newer login (version "
+                                                            f"{current.version}): this copy is superseded")
+            expected = current.version if current is not None else None
+            if attempt:
+                log.info("%s moved; ours is newer, retrying (attempt %d)", self.store.url, attempt + 1)
+            try:
+                return self._done("written" if expected else "created", self.store.write(self.raw, expected))
+            except StoreConflict:
+                current = self.store.read()
+        raise ConflictError(f"{self.store.url} kept changing; gave up after {PERSIST_ATTEMPTS} attempts")
+
+    def force(self) -> SyncResult:
+        current = self.store.read()
+        if current is not None and current.value == self.raw:
+            return self.unchanged(current)
+        expected = current.version if current is not None else None
+        try:
+            return self._done("written" if expected else "created", self.store.write(self.raw, expected))
+        except StoreConflict:
+            raise ConflictError(f"{self.store.url} changed while persist --force was writing; nothing was written",
+                                hint="Run it again.") from None
+
+
+def check_persisted(result: SyncResult) -> SyncResult:
+    """A persist the user asked for that wrote nothing because the store won: an error, with the way out."""
+    if result.action == "superseded":
+        raise SupersededError(result.reason)
+    return result
 
 
 @dataclass(frozen=True)
@@ -222,25 +256,29 @@ def distributed_refresh(
     home: Path, store: Store, policy: Policy, *, lock_timeout: float, lease_ttl: timedelta, lease_wait: float,
     client: TokenClient | None = None, on_login: LoginHook = _ignore,
 ) -> DistributedResult:
-    """Restore, and if the login needs a refresh, rotate it once for all runners under a lease in the store."""
-    from codex_ci.refresh import decide
+    """Restore, and if the login needs a refresh, rotate it once for all runners under a lease in the store.
 
-    started = utcnow()
+    A runner that finds the stored login rotated since it started never rotates it again, whatever the new token's
+    lifetime: "refreshed since" is told by the refresh token, not by any clock."""
+    from codex_ci.refresh import decide, too_soon
 
-    def settled(auth: AuthFile) -> bool:
-        """Fresh by the policy, or (when forced) refreshed by someone since we started."""
-        if policy.force:
-            return auth.last_refresh is not None and started <= auth.last_refresh <= utcnow()
-        return decide(auth, utcnow(), policy) is None
-
+    check_ttl(lease_ttl)
     first = restore(home, store, lock_timeout=lock_timeout, on_login=on_login)
     if first.action == "kept-local":  # an earlier persist did not land: heal the store first
-        first = persist(home, store, lock_timeout=lock_timeout, on_login=on_login)
+        first = check_persisted(persist(home, store, lock_timeout=lock_timeout, on_login=on_login))
     auth = first.auth
     if not auth.is_chatgpt:
         return DistributedResult(False, f"{auth.mode} login: nothing to refresh", auth, first.version)
-    if settled(auth):
+    started_with = auth.refresh_token
+
+    def rotated(login: AuthFile) -> bool:
+        return login.refresh_token != started_with
+
+    if decide(auth, utcnow(), policy) is None:
         return DistributedResult(False, "the access token is fresh enough", auth, first.version)
+    hold = too_soon(auth, utcnow(), read_state(home).refresh_not_before)
+    if hold is not None:
+        return DistributedResult(False, hold, auth, first.version)
 
     lease = Lease(store.sibling("lease"), new_holder_id(), lease_ttl)
     deadline = time.monotonic() + lease_wait
@@ -248,51 +286,55 @@ def distributed_refresh(
     while not lease.try_acquire():
         if time.monotonic() > deadline:
             raise LockTimeoutError(
-                f"another runner held the refresh lease on {store.url} for over {lease_wait:g}s",
-                hint="It expires by itself after the lease TTL; run again, or raise --lease-wait.",
+                f"runner {lease.other or 'unknown'} has held the refresh lease on {store.url} for at least "
+                f"{lease.waited():.0f}s (waited {lease_wait:g}s for it)",
+                hint="A lease left by a dead runner expires after its TTL; run again, or raise --lease-wait.",
             )
         time.sleep(delay * (0.5 + random.random()))  # noqa: S311 (jitter)
         delay = min(delay * 2, 2.0)
         current = store.read()
-        if current is not None and settled(_parse_stored(current, store)):
+        if current is not None and rotated(_parse_stored(current, store)):
             again = restore(home, store, lock_timeout=lock_timeout, on_login=on_login)
             return DistributedResult(False, "another runner refreshed it", again.auth, again.version)
     try:
-        result = _refresh_under_lease(home, store, policy, settled, lock_timeout, client, on_login, lease)
-    except UnsavedRotation:
-        raise  # keep the lease: the store still holds the spent token; let it expire while persist saves the new one
-    except Exception:
-        _release(lease)
+        result = _refresh_under_lease(home, store, policy, rotated, lock_timeout, client, on_login, lease)
+    except BaseException:
+        if not lease.keep:  # kept while a rotation is unsaved: the store still holds the spent refresh token
+            _release(lease)
         raise
-    # An interrupt (a cancelled job) also keeps the lease: the login may be rotated but not yet saved.
     _release(lease)
     return result
 
 
-
 def _refresh_under_lease(
-    home: Path, store: Store, policy: Policy, settled: Callable[[AuthFile], bool], lock_timeout: float,
+    home: Path, store: Store, policy: Policy, rotated: Callable[[AuthFile], bool], lock_timeout: float,
     client: TokenClient | None, on_login: LoginHook, lease: Lease,
 ) -> DistributedResult:
     from codex_ci.refresh import decide
 
     synced = restore(home, store, lock_timeout=lock_timeout, on_login=on_login)  # another runner may have refreshed
     auth = synced.auth
-    if settled(auth):
+    if rotated(auth):
         return DistributedResult(False, "another runner refreshed it", auth, synced.version)
     why = decide(auth, utcnow(), policy) or "forced"
-    result = refresh_home(
-        home, replace(policy, force=True), lock_timeout=lock_timeout, client=client, on_login=on_login,
-        deadline=lease.deadline - min(LEASE_MARGIN, lease.ttl.total_seconds() / 4),
-    )
-    try:
-        saved = persist(home, store, lock_timeout=lock_timeout, on_login=on_login)
-    except (StoreError, ConflictError) as exc:
-        raise UnsavedRotation(
-            f"refreshed locally but could not save to {store.url}: {exc.message}",
-            hint="Run `codex-ci persist --to URL` before this runner goes away, or the new login is lost.",
-        ) from None
-    return DistributedResult(result.refreshed, why if result.refreshed else result.reason, result.auth, saved.version)
+    with interrupts.rotation():  # from before the POST until the new login is in the store
+        result = refresh_home(
+            home, replace(policy, force=True), lock_timeout=lock_timeout, client=client, on_login=on_login,
+            deadline=lease.deadline - min(LEASE_MARGIN, lease.ttl.total_seconds() / 4),
+            expected=auth.refresh_token,
+        )
+        if not result.refreshed:
+            return DistributedResult(False, result.reason, result.auth, synced.version)
+        lease.keep = True  # until the new login is in the store, whatever stops this
+        try:
+            saved = check_persisted(persist(home, store, lock_timeout=lock_timeout, on_login=on_login))
+        except (StoreError, ConflictError) as exc:
+            raise UnsavedRotation(
+                f"refreshed locally but could not save to {store.url}: {exc.message}",
+                hint="Run `codex-ci persist --to URL` before this runner goes away, or the new login is lost.",
+            ) from None
+        lease.keep = False
+    return DistributedResult(True, why, result.auth, saved.version)
 
 
 def store_view(store: Store, home: Path, now: datetime | None = None) -> StoreView:

@@ -51,9 +51,15 @@ def home(tmp_path: Path) -> Path:
     return tmp_path / "codex-home"
 
 
+# The access tokens' iat of every test login unless a test says otherwise: a day before the run, one value for all,
+# so that logins made a second apart are ordered by their last_refresh, as each test sets it.
+ISSUED_AT = int(time.time()) - 86400
+
+
 def login(*, expires_in: int | None = 7200, refresh_token: str = "CANARY-rt-0", **kw: Any) -> dict[str, Any]:
     """A ChatGPT auth.json dict whose tokens carry canaries."""
     exp = None if expires_in is None else int(time.time()) + expires_in
+    kw.setdefault("issued_at", ISSUED_AT)
     return make_login(access_exp=exp, refresh_token=refresh_token, canary="CANARY", **kw)
 
 
@@ -63,6 +69,20 @@ def write_login(home: Path, data: dict[str, Any] | bytes) -> Path:
     path.write_bytes(data if isinstance(data, bytes) else json.dumps(data, indent=2).encode())
     path.chmod(0o600)
     return path
+
+
+def backdated(raw: bytes, seconds: float = 3600) -> bytes:
+    """An auth.json whose last_refresh is ``seconds`` ago: a login that may be rotated again (a login is never
+    rotated twice within a minute)."""
+    from tokenserver import rfc3339
+
+    data = json.loads(raw)
+    data["last_refresh"] = rfc3339(time.time() - seconds)
+    return json.dumps(data, indent=2).encode()
+
+
+def backdate(home: Path) -> None:
+    write_login(home, backdated((home / "auth.json").read_bytes()))
 
 
 @pytest.fixture

@@ -18,40 +18,55 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, login
+from conftest import ROOT, backdate, login
 from tokenserver import CLIENT_ID, TOKEN_PATH, TokenServer
 
 from codex_ci.authfile import parse_time
 from codex_ci.files import AuthLock
 
 DEFAULT_BIN = ROOT / ".cache" / "codex" / "node_modules" / ".bin" / "codex"
+LATEST_BIN = ROOT / ".cache" / "codex-latest" / "node_modules" / ".bin" / "codex"
 LOOPBACK = "127.0.0.1,localhost"
 OLD_REFRESH = "2024-01-01T00:00:00.000000Z"
-LOCK_HOLD = 1.0  # seconds codex-ci keeps the lock after Codex got its tokens; Codex gives up after 5 s
+LOCK_HOLD = 8.0  # seconds codex-ci keeps its locks after Codex got its tokens: longer than Codex's 5 s try
 MTIME_SLACK = 0.05  # file mtimes come from the kernel's coarse clock, a tick behind time.time()
 Completed = subprocess.CompletedProcess[str]
 
 
-def pinned_version() -> str:
-    """The Codex version scripts/bootstrap installs (its ``CODEX_VERSION=`` line)."""
-    match = re.search(r"^CODEX_VERSION=(\S+)$", (ROOT / "scripts" / "bootstrap").read_text(), re.MULTILINE)
-    assert match, "scripts/bootstrap has no CODEX_VERSION= line"
+def pinned_version(name: str = "CODEX_VERSION") -> str:
+    """A Codex version scripts/bootstrap installs (its ``CODEX_VERSION=`` or ``CODEX_LATEST_VERSION=`` line)."""
+    match = re.search(rf"^{name}=(\S+)$", (ROOT / "scripts" / "bootstrap").read_text(), re.MULTILINE)
+    assert match, f"scripts/bootstrap has no {name}= line"
     return match.group(1)
+
+
+def checked_codex(path: str, want: str, scratch: Path) -> str:
+    """``path`` if it is an executable Codex CLI of version ``want``; fails the test otherwise."""
+    fix = "run scripts/bootstrap to install the Codex CLI, or set CODEX_CI_CODEX_BIN to the pinned one"
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"the Codex CLI is not installed at {path}: {fix}", pytrace=False)
+    proc = run_codex(path, scratch, "--version")
+    if proc.returncode != 0 or proc.stdout.split()[-1:] != [want]:
+        pytest.fail(f"{path} --version said {proc.stdout.strip() or proc.stderr.strip()!r}, "
+                    f"expected codex-cli {want}: {fix}", pytrace=False)
+    return path
 
 
 @pytest.fixture(scope="module")
 def codex_bin(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The pinned Codex CLI: $CODEX_CI_CODEX_BIN, else the one scripts/bootstrap installs. Fails if absent."""
     path = os.environ.get("CODEX_CI_CODEX_BIN") or str(DEFAULT_BIN)
-    fix = "run scripts/bootstrap to install the pinned Codex CLI, or set CODEX_CI_CODEX_BIN to one"
-    if not os.access(path, os.X_OK):
-        pytest.fail(f"the Codex CLI is not installed at {path}: {fix}", pytrace=False)
-    proc = run_codex(path, tmp_path_factory.mktemp("codex-version"), "--version")
-    want = pinned_version()
-    if proc.returncode != 0 or proc.stdout.split()[-1:] != [want]:
-        pytest.fail(f"{path} --version said {proc.stdout.strip() or proc.stderr.strip()!r}, "
-                    f"expected codex-cli {want}: {fix}", pytrace=False)
-    return path
+    return checked_codex(path, pinned_version(), tmp_path_factory.mktemp("codex-version"))
+
+
+@pytest.fixture(scope="module", params=["pinned", "latest"])
+def each_codex(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The pinned Codex CLI, then the newest stable one scripts/bootstrap installs."""
+    if request.param == "pinned":
+        path, want = os.environ.get("CODEX_CI_CODEX_BIN") or str(DEFAULT_BIN), pinned_version()
+    else:
+        path, want = str(LATEST_BIN), pinned_version("CODEX_LATEST_VERSION")
+    return checked_codex(path, want, tmp_path_factory.mktemp("codex-version"))
 
 
 def codex_env(home: Path, refresh_url: str | None = None) -> dict[str, str]:
@@ -163,6 +178,7 @@ def test_codex_ci_sends_the_request_codex_sends(cli, home: Path, token_server: T
     seed_expired(cli, home, token_server)
     assert run_codex(codex_bin, home, "debug", "models", refresh_url=token_server.url).returncode == 0
     codex_token = json.loads((home / "auth.json").read_text())["tokens"]["refresh_token"]
+    backdate(home)  # a login is never rotated twice within a minute
     run = cli("refresh", "--force", "--codex-home", str(home))
     assert run.exit_code == 0, run.stderr
     codex_request, ci_request = token_server.requests
@@ -173,13 +189,15 @@ def test_codex_ci_sends_the_request_codex_sends(cli, home: Path, token_server: T
     assert ci_request["body"] == codex_body | {"refresh_token": codex_token}
 
 
-def test_codex_waits_for_codex_ci_lock(cli, home: Path, token_server: TokenServer, codex_bin: str) -> None:
-    """Codex gets its tokens without a lock, but writes them only after codex-ci releases auth.json.lock."""
+def test_codex_waits_for_codex_ci_locks(cli, home: Path, token_server: TokenServer, each_codex: str) -> None:
+    """Codex (0.169+) gets its tokens without a lock, then takes auth.lock and tries auth.json.lock for 5 s; were
+    auth.json.lock alone held that long, it would replay the spent token. codex-ci holds both, Codex's way, for
+    8 s: Codex waits quietly on auth.lock, writes once they are released, and sends one request."""
     seeded = seed_expired(cli, home, token_server)
     path = home / "auth.json"
     with AuthLock(home, timeout=5):
         proc = subprocess.Popen(
-            [codex_bin, "debug", "models"], env=codex_env(home, token_server.url), stdin=subprocess.DEVNULL,
+            [each_codex, "debug", "models"], env=codex_env(home, token_server.url), stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
         got_tokens = wait_until(lambda: token_server.posts > 0, timeout=10)

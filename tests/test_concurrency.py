@@ -33,7 +33,7 @@ def test_32_processes_refresh_one_stale_home_with_one_post(home: Path) -> None:
     assert sum("codex-ci: not refreshed:" in err for err in outcomes) == 31
     for _, out, err in results:
         assert_no_secrets(out, err)
-    assert sorted(p.name for p in home.iterdir()) == ["auth.json", "auth.json.lock"]
+    assert sorted(p.name for p in home.iterdir()) == ["auth.json", "auth.json.lock", "auth.lock", "codex-ci-state.json"]
 
 
 def test_forced_herd_refreshes_once(home: Path) -> None:

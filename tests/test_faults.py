@@ -27,6 +27,7 @@ from __future__ import annotations
 import http.client
 import ipaddress
 import json
+import time
 import logging
 import socket
 import struct
@@ -1009,12 +1010,19 @@ def intruders(prefix: str = "CANARY-rt-intruder") -> Iterator[bytes]:
         yield login_bytes(f"{prefix}-{i}", last_refresh=stamp(50 - i * 0.1))
 
 
+def relogged_home(cli: Any, faults: StoreFaults, home: Path) -> None:
+    """A home holding a new login with no base in the store (a re-login on a trusted machine): persist orders it
+    against the store by time."""
+    restored_home(cli, faults, home, login_bytes("CANARY-rt-1", last_refresh=stamp(60)))
+    (home / "codex-ci-state.json").unlink()
+    (home / "auth.json").write_bytes(login_bytes("CANARY-rt-2", last_refresh=stamp(1)))
+
+
 @pytest.mark.parametrize("kind", STORE_KINDS)
 def test_cas_conflict_is_reconciled(cli, home: Path, faults: StoreFaults, kind: str) -> None:
-    """Another runner writes an older login between our read and our CAS: ours is newer, so persist retries
-    against the new version and wins (exit 0)."""
-    restored_home(cli, faults, home, login_bytes("CANARY-rt-1", last_refresh=stamp(60)))
-    (home / "auth.json").write_bytes(login_bytes("CANARY-rt-2", last_refresh=stamp(1)))
+    """A new login with no base; another runner writes an older login between our read and our CAS: ours is
+    newer, so persist retries against the new version and wins (exit 0)."""
+    relogged_home(cli, faults, home)
     faults.interfere(intruders(), count=1)
     run = cmd(cli, faults, "persist", home=home)
     assert run.exit_code == 0, run.stderr
@@ -1023,11 +1031,26 @@ def test_cas_conflict_is_reconciled(cli, home: Path, faults: StoreFaults, kind: 
 
 
 @pytest.mark.parametrize("kind", STORE_KINDS)
+def test_cas_conflict_onto_the_base_is_superseded(cli, home: Path, faults: StoreFaults, kind: str) -> None:
+    """auth.json changed since its base (not by this home's own rotation) and the store moved meanwhile: both
+    changed, so nothing is written whatever the timestamps say (exit 10); --force then writes it."""
+    restored_home(cli, faults, home, login_bytes("CANARY-rt-1", last_refresh=stamp(60)))
+    (home / "auth.json").write_bytes(login_bytes("CANARY-rt-2", last_refresh=stamp(1)))
+    faults.interfere(intruders(), count=1)
+    run = cmd(cli, faults, "persist", home=home)
+    assert run.exit_code == ExitCode.CONFLICT
+    assert "both changed" in one_error(run.stderr)
+    assert token_of(faults.direct().read().value) == "CANARY-rt-intruder-0"
+    faults.clear()
+    assert cmd(cli, faults, "persist", "--force", home=home).exit_code == 0
+    assert token_of(faults.direct().read().value) == "CANARY-rt-2"
+
+
+@pytest.mark.parametrize("kind", STORE_KINDS)
 def test_cas_conflict_storm_is_exit_10(cli, home: Path, faults: StoreFaults, kind: str) -> None:
     """The store moves before every one of the 5 attempts: exit 10, nothing older written over anything newer,
     auth.json kept; once the store is quiet, persist writes it."""
-    restored_home(cli, faults, home, login_bytes("CANARY-rt-1", last_refresh=stamp(60)))
-    (home / "auth.json").write_bytes(login_bytes("CANARY-rt-2", last_refresh=stamp(1)))
+    relogged_home(cli, faults, home)
     before = local_files(home)
     faults.interfere(intruders(), count=5)
     run = cmd(cli, faults, "persist", home=home)
@@ -1070,7 +1093,7 @@ def test_conflict_after_rotation_says_the_login_is_local(cli, home: Path, faults
     """Writers that ignore the lease (e.g. `persist` of stale runners) keep the store moving after the rotation:
     the error says the new login is only local and how to save it, and persist can."""
     restored_home(cli, faults, home, login_bytes("CANARY-rt-0", expires_in=-60))
-    faults.interfere(intruders(), count=5)
+    faults.interfere(intruders(), count=10)  # more than persist's attempts
     run = cmd(cli, faults, "refresh", home=home)
     assert run.exit_code == ExitCode.STORE
     error = one_error(run.stderr)
@@ -1105,11 +1128,12 @@ def test_failed_store_write_after_rotation_keeps_others_from_the_spent_token(
 def test_no_refresh_is_sent_that_could_outlive_the_lease(cli, home: Path, stale_store: StoreFaults,
                                                          token_server: TokenServer) -> None:
     """A lease too short for one request (connect and read, each within --timeout, and a margin to write the
-    result back): nothing is sent, so no second runner can take the expired lease while the POST is in flight."""
+    result back) is a usage error found before anything is read or sent, so no second runner can take the expired
+    lease while the POST is in flight."""
     before, stored = local_files(home), stale_store.direct().read()
     run = cmd(cli, stale_store, "refresh", "--lease-ttl", "10s", "--timeout", "5", home=home)
-    assert run.exit_code == ExitCode.TRANSIENT
-    assert "nothing was sent" in one_error(run.stderr) and "--lease-ttl" in run.stderr
+    assert run.exit_code == ExitCode.USAGE
+    assert "too short for one request" in one_error(run.stderr) and "--lease-ttl" in run.stderr
     assert token_server.posts == 0
     assert_token_failure_lost_nothing(stale_store, home, before, stored, token_server)
     run = cmd(cli, stale_store, "refresh", "--lease-ttl", "30s", "--timeout", "5", home=home)

@@ -1031,10 +1031,10 @@ HOME_CASES = [
     case("refresh-unknown-mode", "refresh", raw_auth({"auth_mode": "agentIdentity"}), [], 0),
     case("persist-missing-auth", "persist", named("config.toml", "", with_login=False), [], 4),
     case("persist-invalid-auth", "persist", raw_auth(b"[]"), [], 3),
-    case("persist-state-garbage", "persist", state("not json"), [], 0),
-    case("persist-state-array", "persist", state("[]"), [], 0),
-    case("persist-state-wrong-types", "persist", state('{"store": 1, "version": [], "stored_digest": null}'), [], 0),
-    case("persist-state-nested-deeply", "persist", state("[" * 100000), [], 0),
+    case("persist-state-garbage", "persist", state("not json"), [], 10),
+    case("persist-state-array", "persist", state("[]"), [], 10),
+    case("persist-state-wrong-types", "persist", state('{"store": 1, "version": [], "stored_digest": null}'), [], 10),
+    case("persist-state-nested-deeply", "persist", state("[" * 100000), [], 10),
     case("persist-state-symlink", "persist", state("symlink"), [], 8),
     case("persist-state-fifo", "persist", state("fifo"), [], 8),
     case("persist-lock-is-directory", "persist", named("auth.json.lock", "dir"), [], 8),
@@ -1102,11 +1102,16 @@ LEASE_CASES = [
     case("lease-free", lease(), 0),
     case("lease-record-garbage-text", lease(record="not json"), 0),
     case("lease-record-array", lease(record=[1, 2]), 0),
-    case("lease-record-expiry-garbage", lease(record={"holder": "x", "expires_at": "soon"}), 0),
+    # a record naming a holder is held, whatever its timestamps say (they are another machine's clock), until it
+    # has stood unchanged for a TTL by this runner's own clock
+    case("lease-record-expiry-garbage", lease(record={"holder": "x", "expires_at": "soon"}), 7),
     case("lease-record-holder-number", lease(record={"holder": 7, "expires_at": "9999-01-01T00:00:00Z"}), 0),
     case("lease-held-by-another-runner", lease(record={"holder": "other", "expires_at": "9999-01-01T00:00:00Z"}), 7),
     case("lease-record-nested-deeply", lease(record="[" * 100000), 0),
-    case("lease-expiry-overflows", lease(record={"holder": "x", "expires_at": "0001-01-01T00:00:00+01:00"}), 0),
+    case("lease-expiry-overflows", lease(record={"holder": "x", "expires_at": "0001-01-01T00:00:00+01:00"}), 7),
+    case("lease-ttl-over-the-cap", lease(record={"holder": "x", "ttl_seconds": 10**12}), 0),
+    case("lease-ttl-negative", lease(record={"holder": "x", "ttl_seconds": -5}), 0),
+    case("lease-ttl-not-a-number", lease(record={"holder": "x", "ttl_seconds": "forever"}), 7),
     case("lease-file-damaged", lease(raw=b"not a store document"), (0, 9)),
 ]
 

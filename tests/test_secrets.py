@@ -37,7 +37,7 @@ from typing import Any
 
 import pytest
 import tokenserver
-from conftest import ROOT, SCRUBBED, login, write_login
+from conftest import backdate, backdated, ROOT, SCRUBBED, login, write_login
 from storetargets import StoreTarget
 from tokenserver import TokenServer, make_jwt
 from typer.testing import CliRunner
@@ -468,6 +468,7 @@ def test_refresh_ok_masks_the_new_tokens_before_reporting(run, tmp_path: Path, t
     out = run("refresh", "--codex-home", str(home), expect=0, canaries=tokens_of(data), masked_first=tokens_of(data))
     new = tokens_on_disk(home)
     assert set(new).isdisjoint(tokens_of(data))
+    backdate(home)
     forced = run("refresh", "--force", "--codex-home", str(home), expect=0, canaries=new, masked_first=new)
     newest = tokens_on_disk(home)
     for attempt, tokens in ((out, new), (forced, newest)):
@@ -795,11 +796,15 @@ def test_store_lifecycle(run, tmp_path: Path, store_target: StoreTarget, token_s
         assert set(rotated) <= masks_before(out.output.splitlines(), lambda line: "refreshed:" in line)
     out = run(*store_cmd(store_target, a, "persist"), env=env, expect=0, canaries=seen, masked_first=rotated)
     assert "has not changed" in out.stderr
+    backdate(a)
     run("refresh", "--force", "--codex-home", str(a), env=env, expect=0, canaries=seen, masked_first=rotated)
     local_only = tokens_on_disk(a)
     seen += local_only
     out = run(*store_cmd(store_target, a, "persist"), env=env, expect=0, canaries=seen, masked_first=local_only)
     assert "wrote" in out.stderr
+    current = store_target.open().read()
+    assert current is not None
+    store_target.open().write(backdated(current.value), current.version)
     out = run(*store_cmd(store_target, c, "keepalive"), env=env, expect=0, canaries=seen, masked_first=local_only)
     kept_alive = tokens_on_disk(c)
     seen += kept_alive
@@ -862,6 +867,7 @@ def test_store_compare_and_set_conflicts(run, tmp_path: Path, store_target: Stor
     base = login(refresh_token="CANARY-rt-base", last_refresh="2026-01-01T00:00:00Z")
     put(store_target, base)
     run(*store_cmd(store_target, home, "restore"), env=env, expect=0)
+    (home / "codex-ci-state.json").unlink()  # a new login with no base: ordered by time, retried on conflicts
     mine = login(refresh_token="CANARY-rt-mine", last_refresh="2026-01-03T00:00:00Z")
     write_login(home, mine)
 
@@ -878,9 +884,9 @@ def test_store_compare_and_set_conflicts(run, tmp_path: Path, store_target: Stor
     current = store_target.open().read()
     assert current is not None
     put(store_target, newer, current.version)
-    out = run(*store_cmd(store_target, home, "persist"), env=env, expect=0, canaries=seen + tokens_of(newer),
-              masked_first=tokens_of(mine))
-    assert "superseded" in out.stderr
+    out = run(*store_cmd(store_target, home, "persist"), env=env, expect=ExitCode.CONFLICT,
+              canaries=seen + tokens_of(newer), masked_first=tokens_of(mine))
+    assert "superseded" in out.stderr and "persist --force" in out.stderr
 
 
 def test_store_refresh_failures(run, tmp_path: Path, store_target: StoreTarget, token_server: TokenServer,
@@ -1044,6 +1050,7 @@ def test_store_core_errors(records, tmp_path: Path, store_target: StoreTarget, t
     first_version = other.write(
         json.dumps(login(refresh_token="CANARY-rt-o", last_refresh="2026-01-01T00:00:00Z")).encode(), None)
     sync.restore(home, other, **lock)
+    (home / "codex-ci-state.json").unlink()  # a new login with no base: ordered by time, retried on conflicts
     mine = login(refresh_token="CANARY-rt-mine", last_refresh="2026-01-05T00:00:00Z")
     write_login(home, mine)
     seen += tokens_of(mine)

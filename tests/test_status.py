@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from codex_ci.errors import ExitCode
     (-60, "expired", ExitCode.EXPIRED),
 ])
 def test_status_health_and_exit_code(cli, home: Path, expires_in: int, health: str, code: int) -> None:
-    write_login(home, login(expires_in=expires_in))
+    write_login(home, login(expires_in=expires_in, issued_at=int(time.time())))
     (home / "config.toml").write_text('cli_auth_credentials_store = "file"\n')
     run = cli("status", "--json", "--codex-home", str(home))
     assert run.exit_code == code

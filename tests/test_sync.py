@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -123,12 +124,14 @@ def test_older_runner_never_overwrites_the_store(cli, tmp_path: Path, store_targ
     write_login(a, login(refresh_token="CANARY-rt-a", last_refresh="2026-01-02T00:00:00Z"))
     assert cli("persist", "--to", store_target.url, "--codex-home", str(b), env=store_target.env).exit_code == 0
     run = cli("persist", "--to", store_target.url, "--codex-home", str(a), env=store_target.env)
-    assert run.exit_code == 0
-    assert "superseded" in run.stderr
+    assert run.exit_code == ExitCode.CONFLICT
+    assert "both changed, so the store was not overwritten" in run.stderr and "persist --force" in run.stderr
     assert stored(store_target)["tokens"]["refresh_token"] == "CANARY-rt-b"
 
 
-def test_newer_runner_wins_a_conflict(cli, tmp_path: Path, store_target: StoreTarget) -> None:
+def test_when_both_sides_changed_even_a_later_login_is_not_written_without_force(
+        cli, tmp_path: Path, store_target: StoreTarget) -> None:
+    """Two runners changed the same base: timestamps do not decide (clocks drift); --force is the recovery."""
     put(store_target, login(refresh_token="CANARY-rt-1", last_refresh="2026-01-01T00:00:00Z"))
     a, b = tmp_path / "a", tmp_path / "b"
     for home in (a, b):
@@ -136,7 +139,11 @@ def test_newer_runner_wins_a_conflict(cli, tmp_path: Path, store_target: StoreTa
     write_login(b, login(refresh_token="CANARY-rt-b", last_refresh="2026-01-02T00:00:00Z"))
     write_login(a, login(refresh_token="CANARY-rt-a", last_refresh="2026-01-03T00:00:00Z"))
     assert cli("persist", "--to", store_target.url, "--codex-home", str(b), env=store_target.env).exit_code == 0
-    assert cli("persist", "--to", store_target.url, "--codex-home", str(a), env=store_target.env).exit_code == 0
+    run = cli("persist", "--to", store_target.url, "--codex-home", str(a), env=store_target.env)
+    assert run.exit_code == ExitCode.CONFLICT
+    assert stored(store_target)["tokens"]["refresh_token"] == "CANARY-rt-b"
+    run = cli("persist", "--force", "--to", store_target.url, "--codex-home", str(a), env=store_target.env)
+    assert run.exit_code == 0, run.stderr
     assert stored(store_target)["tokens"]["refresh_token"] == "CANARY-rt-a"
 
 
@@ -200,7 +207,7 @@ def test_keepalive_rejected_login_exits_5(cli, tmp_path: Path, store_target: Sto
 
 
 def test_status_with_store(cli, home: Path, store_target: StoreTarget) -> None:
-    version = put(store_target, login())
+    version = put(store_target, login(issued_at=int(time.time())))
     cli("restore", "--from", store_target.url, "--codex-home", str(home), env=store_target.env)
     run = cli("status", "--json", "--store", store_target.url, "--codex-home", str(home), env=store_target.env)
     assert run.exit_code == 0

@@ -49,6 +49,10 @@ def rfc3339_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def rfc3339(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def make_login(
     *,
     access_exp: int | None,
@@ -58,18 +62,21 @@ def make_login(
     plan: str = "plus",
     last_refresh: str | None = _NOW,
     canary: str = "",
+    issued_at: int | None = None,
 ) -> dict[str, Any]:
     """Return an ``auth.json`` dict shaped like the one Codex writes for a ChatGPT login.
 
-    ``access_exp=None`` omits ``exp`` from the access token; ``last_refresh`` defaults
-    to now; ``canary`` adds a ``canary`` claim to the access token.
+    ``access_exp=None`` omits ``exp`` from the access token; ``issued_at`` is the access token's ``iat``
+    (default: a day ago, a login made some time before the test) and ``last_refresh`` defaults to it;
+    ``canary`` adds a ``canary`` claim to the access token.
     """
     now = int(time.time())
+    issued = now - 86400 if issued_at is None else issued_at
     auth = {"chatgpt_account_id": account_id, "chatgpt_plan_type": plan, "chatgpt_user_id": "user-abc"}
     id_exp = access_exp if access_exp is not None else now + 3600
     id_claims = {"iss": "https://auth.openai.com", "aud": CLIENT_ID, "sub": "user-abc", "email": email,
                  "exp": id_exp, "iat": now, AUTH_CLAIM: auth}
-    access_claims: dict[str, Any] = {"iat": now, AUTH_CLAIM: auth}
+    access_claims: dict[str, Any] = {"iat": issued, AUTH_CLAIM: auth}
     if access_exp is not None:
         access_claims["exp"] = access_exp
     if canary:
@@ -77,7 +84,7 @@ def make_login(
     tokens = {"id_token": make_jwt(id_claims), "access_token": make_jwt(access_claims),
               "refresh_token": refresh_token, "account_id": account_id}
     return {"auth_mode": "chatgpt", "OPENAI_API_KEY": None, "tokens": tokens,
-            "last_refresh": rfc3339_now() if last_refresh is _NOW else last_refresh}
+            "last_refresh": rfc3339(issued) if last_refresh is _NOW else last_refresh}
 
 
 @dataclass(frozen=True)
@@ -192,6 +199,7 @@ class TokenServer:
         client_id: str = CLIENT_ID,
         token_prefix: str = "CANARY",
         *,
+        issued_age: int = 0,
         port: int = 0,
         state_file: str | os.PathLike[str] | None = None,
     ) -> None:
@@ -200,11 +208,13 @@ class TokenServer:
         self.delay = delay
         self.client_id = client_id
         self.token_prefix = token_prefix
+        self.issued_age = issued_age  # the access tokens it issues say (iat) they were issued this long ago
         self.state_file = Path(state_file) if state_file is not None else None
         self.lock = threading.Lock()
         self.posts = self.successes = self.reused = self.replays = 0
         self.revoked = False
         self.requests: list[dict[str, Any]] = []
+        self.extra_answer: dict[str, Any] = {}  # added to every rotated answer (e.g. earliest_refresh_at)
         self._live = initial_refresh_token
         self._spent: dict[str, tuple[float, dict[str, Any]]] = {}  # token -> (spent at, response)
         self._last_spent: str | None = None
@@ -265,14 +275,16 @@ class TokenServer:
         new_rt = f"{self.token_prefix}-rt-{self._issued}-{secrets.token_hex(8)}"
         tokens = self._new_tokens(new_rt)
         response = {"id_token": tokens["id_token"], "access_token": tokens["access_token"],
-                    "refresh_token": new_rt, "token_type": "Bearer", "expires_in": self.access_ttl}
+                    "refresh_token": new_rt, "token_type": "Bearer", "expires_in": self.access_ttl,
+                    **self.extra_answer}
         self._spent[self._live] = (time.monotonic(), response)
         self._last_spent, self._live = self._live, new_rt
         return response
 
     def _new_tokens(self, refresh_token: str) -> dict[str, Any]:
-        exp = int(time.time()) + self.access_ttl
-        login = make_login(access_exp=exp, refresh_token=refresh_token, canary=self.token_prefix)
+        now = int(time.time())
+        login = make_login(access_exp=now + self.access_ttl, refresh_token=refresh_token, canary=self.token_prefix,
+                           issued_at=now - self.issued_age)
         tokens: dict[str, Any] = login["tokens"]
         return tokens
 
