@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import backdate, backdated, Run, login, run_process, write_login
+from conftest import Run, backdate, backdated, login, run_process, write_login
 from crashkit import (
     KILLPOINT,
     SEED,
@@ -73,8 +73,8 @@ from storetargets import StoreTarget
 from codex_ci.authfile import AuthFile, format_time, utcnow
 from codex_ci.errors import ExitCode
 from codex_ci.local import CONFIG_LINE
-from codex_ci.stores import Store
 from codex_ci.state import STATE_NAME, digest
+from codex_ci.stores import Store
 
 STORE_KINDS = ["file", "vault"]
 CALIBRATION_RUNS = 3 if SOAK else 1

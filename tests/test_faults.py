@@ -27,7 +27,6 @@ from __future__ import annotations
 import http.client
 import ipaddress
 import json
-import time
 import logging
 import socket
 import struct

@@ -300,7 +300,7 @@ def test_when_both_the_home_and_the_store_changed_restore_overwrites_neither(
     assert token(home / "auth.json") == "CANARY-rt-store"
 
 
-# -- 5. a planted future last_refresh -----------------------------------------------------------------------------------
+# -- 5. a planted future last_refresh ----------------------------------------------------------------------------------
 
 FUTURE = "2099-01-01T00:00:00.000000Z"
 
@@ -380,7 +380,7 @@ def test_restore_waits_for_a_process_holding_auth_lock(tmp_path: Path, file_targ
     assert token(home / "auth.json") == "CANARY-rt-local"
 
 
-# -- 7. short-lived access tokens ---------------------------------------------------------------------------------------
+# -- 7. short-lived access tokens --------------------------------------------------------------------------------------
 
 def test_sixteen_local_runners_with_thirty_minute_tokens_rotate_once(home: Path, server: TokenServer) -> None:
     server.access_ttl = 1800  # below --min-ttl 1h
@@ -457,7 +457,7 @@ def test_an_expired_access_token_is_refreshed_even_if_last_refresh_is_recent(hom
     assert server.successes == 1
 
 
-# -- 9. a request whose headers trickle in ------------------------------------------------------------------------------
+# -- 9. a request whose headers trickle in -----------------------------------------------------------------------------
 
 class TrickleServer:
     """Accepts a connection and sends an HTTP answer one byte every 0.2 s (about 20 s in all)."""

@@ -37,7 +37,7 @@ from typing import Any
 
 import pytest
 import tokenserver
-from conftest import backdate, backdated, ROOT, SCRUBBED, login, write_login
+from conftest import ROOT, SCRUBBED, backdate, backdated, login, write_login
 from storetargets import StoreTarget
 from tokenserver import TokenServer, make_jwt
 from typer.testing import CliRunner
