@@ -33,7 +33,14 @@ KEY_ORDER = (
     "bedrock_api_key",
 )
 TOKEN_ORDER = ("id_token", "access_token", "refresh_token", "account_id")
-SECRET_KEYS = ("OPENAI_API_KEY", "personal_access_token", "bedrock_api_key")
+# Keys whose values are not secret (everything else in the file is masked on CI, wherever it sits).
+PLAIN_KEYS = frozenset({"auth_mode", "account_id", "last_refresh", "chatgpt_account_id", "chatgpt_plan_type",
+                        "chatgpt_user_id", "email", "expires_at", "created_at", "issued_at", "region", "type"})
+MIN_MASKED = 8  # shorter strings are not secrets, and masking them would blank common words in the log
+# The refresh token of an access-only copy. Codex (0.120 to 0.171, measured) accepts it and, while the access
+# token is valid, sends no token request; once it has expired, Codex presents this (harmless to the real login),
+# fails with "log in again" and leaves auth.json untouched. Not a secret.
+ACCESS_ONLY_TOKEN = "codex-ci-access-only"
 
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
@@ -252,11 +259,37 @@ class AuthFile:
     def stamp(self, now: datetime) -> Stamp:
         return Stamp(_believed(self.identity.access_issued, now), self.refreshed_at(now))
 
+    @property
+    def is_access_only(self) -> bool:
+        """An access-only copy: a ChatGPT login whose refresh token is the placeholder, so it can rotate nothing."""
+        return self.is_chatgpt and self.tokens.get("refresh_token") == ACCESS_ONLY_TOKEN
+
+    def access_only(self) -> AuthFile:
+        """This login with its refresh token replaced by the placeholder (for jobs that must not rotate it)."""
+        if not self.is_chatgpt:
+            raise InvalidAuthError(f"an access-only copy needs a ChatGPT login, not a {self.mode} one")
+        data = json.loads(json.dumps(self._data))
+        data["tokens"]["refresh_token"] = ACCESS_ONLY_TOKEN
+        return AuthFile(data)
+
     def secret_values(self) -> list[Secret]:
-        """Every token value in the file: the ones a CI log must mask."""
-        values = [self.tokens.get(key) for key in ("id_token", "access_token", "refresh_token")]
-        values += [self._data.get(key) for key in SECRET_KEYS]
-        return [Secret(v) for v in values if isinstance(v, str) and v]
+        """Every secret value in the file, wherever it sits (nested records, unknown keys): the ones a CI log must
+        mask. Only the values of PLAIN_KEYS, short strings and the access-only placeholder are left out."""
+        found: list[str] = []
+
+        def walk(value: Any, key: str) -> None:
+            if isinstance(value, dict):
+                for name, item in value.items():
+                    walk(item, str(name))
+            elif isinstance(value, list):
+                for item in value:
+                    walk(item, key)
+            elif (isinstance(value, str) and len(value) >= MIN_MASKED and key not in PLAIN_KEYS
+                  and value != ACCESS_ONLY_TOKEN and value not in found):
+                found.append(value)
+
+        walk(self._data, "")
+        return [Secret(value) for value in found]
 
     # -- changing ------------------------------------------------------------------------------------------
     def normalized_for_seed(self, now: datetime) -> AuthFile:
@@ -316,7 +349,14 @@ def _resolve_mode(data: dict[str, Any]) -> str:
     mode = data.get("auth_mode")
     if mode is None:
         key = data.get("OPENAI_API_KEY")
-        return "apikey" if isinstance(key, str) and key else "chatgpt"
+        if isinstance(key, str) and key:
+            return "apikey"
+        if data.get("tokens") is None:  # a file Codex wrote for another kind of login (no auth_mode, no tokens)
+            for field, kind in (("personal_access_token", "personalAccessToken"), ("agent_identity", "agentIdentity"),
+                                ("bedrock_api_key", "bedrockApiKey")):
+                if data.get(field):
+                    return kind
+        return "chatgpt"
     if mode not in MODES:
         raise InvalidAuthError(f"auth_mode must be one of {', '.join(MODES)}")
     return str(mode)

@@ -39,7 +39,8 @@ HomeOpt = Annotated[
 ]
 LockOpt = Annotated[
     float,
-    typer.Option("--lock-timeout", envvar="CODEX_CI_LOCK_TIMEOUT", min=0.0, help="Seconds to wait for auth.json.lock."),
+    typer.Option("--lock-timeout", envvar="CODEX_CI_LOCK_TIMEOUT", min=0.0,
+                 help="Seconds to wait for auth.lock and auth.json.lock."),
 ]
 MinTtlOpt = Annotated[
     str,
@@ -58,6 +59,16 @@ LeaseTtlOpt = Annotated[
 ]
 LeaseWaitOpt = Annotated[
     float, typer.Option("--lease-wait", min=0.0, help="Seconds to wait for another runner's refresh lease.")
+]
+
+AccessOnlyOpt = Annotated[
+    bool,
+    typer.Option("--access-only", help="Write a copy whose refresh token is a placeholder: it can rotate nothing."),
+]
+HandoutOpt = Annotated[
+    str | None,
+    typer.Option("--handout", envvar="CODEX_CI_HANDOUT_URL", show_envvar=True,
+                 help="After the login is saved, write its access-only copy here (for jobs to restore)."),
 ]
 
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhdw]?)")
@@ -157,6 +168,7 @@ def seed(
     if_newer: Annotated[
         bool, typer.Option("--if-newer", help="Replace it only if the seed's last_refresh is later.")
     ] = False,
+    access_only: AccessOnlyOpt = False,
     lock_timeout: LockOpt = 60.0,
 ) -> None:
     """Write auth.json from CODEX_AUTH_JSON (JSON or base64) only if it is absent."""
@@ -167,7 +179,7 @@ def seed(
         raw, source = local.read_source(from_file)
         result = local.seed(
             files.resolve_home(codex_home), raw, source, force=force, if_newer=if_newer,
-            lock_timeout=lock_timeout, on_login=_mask,
+            lock_timeout=lock_timeout, on_login=_mask, access_only=access_only,
         )
         log.info("%s", result.reason)
         _report("codex-ci seed", result.auth, {"seeded": result.action != "kept"})
@@ -195,8 +207,9 @@ def refresh(
     store: StoreOpt = None,
     lease_ttl: LeaseTtlOpt = "2m",
     lease_wait: LeaseWaitOpt = 180.0,
+    handout: HandoutOpt = None,
 ) -> None:
-    """Refresh the login under Codex's auth.json.lock, exactly as Codex would, if it needs it.
+    """Refresh the login under Codex's locks, exactly as Codex would, if it needs it.
 
     With --store: the distributed refresh. Restore from the store, and if a refresh is needed take a lease in
     the store so that any number of runners rotate the login once, then write it back by compare-and-set.
@@ -206,14 +219,15 @@ def refresh(
         from codex_ci.refresh import Policy
 
         policy = Policy(parse_duration(min_ttl, "--min-ttl"), parse_duration(max_age, "--max-age"), force)
-        _refresh(codex_home, store, policy, timeout, retries, lock_timeout, lease_ttl, lease_wait, "codex-ci refresh")
+        _refresh(codex_home, store, policy, timeout, retries, lock_timeout, lease_ttl, lease_wait, "codex-ci refresh",
+                 handout)
 
     _run(body)
 
 
 def _refresh(
     codex_home: str | None, store: str | None, policy: Policy, timeout: float, retries: int, lock_timeout: float,
-    lease_ttl: str, lease_wait: float, title: str,
+    lease_ttl: str, lease_wait: float, title: str, handout: str | None = None,
 ) -> None:
     """One local refresh, or with a store the distributed one; then the report."""
     from codex_ci import files, local
@@ -231,11 +245,19 @@ def _refresh(
         if client.attempt_seconds + min(sync.LEASE_MARGIN, ttl.total_seconds() / 4) >= ttl.total_seconds():
             raise ConfigError(f"--lease-ttl {lease_ttl} is too short for one request (--timeout {timeout:g}s plus "
                               "connecting); raise it or lower --timeout")
+        opened = _open(store)
+        handout_store = _open(handout) if handout else None
         result: Any = sync.distributed_refresh(
-            home, _open(store), policy, lock_timeout=lock_timeout, client=client, on_login=_mask,
+            home, opened, policy, lock_timeout=lock_timeout, client=client, on_login=_mask,
             lease_ttl=ttl, lease_wait=lease_wait,
         )
         extra["store-version"] = result.version or ""
+        if handout_store is not None:  # the full login is in the store: only now the access-only copy
+            handed = sync.write_handout(result.auth, handout_store, opened)
+            log.info("%s", handed.reason)
+            extra["handout"] = handed.action
+    elif handout:
+        raise ConfigError("--handout needs --store: the full login must be saved before its access-only copy")
     else:
         result = local.refresh_home(home, policy, lock_timeout=lock_timeout, client=client, on_login=_mask)
     expires = _facts(result.auth)["expires-at"] or "unknown"
@@ -263,9 +285,17 @@ def restore(
     force: Annotated[
         bool, typer.Option("--force", help="Take the store's login even when auth.json changed since its base.")
     ] = False,
+    access_only: AccessOnlyOpt = False,
+    min_ttl: Annotated[
+        str, typer.Option("--min-ttl", envvar="CODEX_CI_MIN_TTL",
+                          help="For an access-only copy: refuse one whose access token expires within this.")
+    ] = "1h",
 ) -> None:
-    """Write the store's login to auth.json, unless auth.json holds a newer rotation of its own."""
-    _run(lambda: _sync("restore", from_url, "--from", codex_home, lock_timeout, force))
+    """Write the store's login to auth.json, unless auth.json holds a newer rotation of its own.
+
+    A store holding an access-only copy (a handout), or --access-only, writes a copy that can rotate nothing."""
+    _run(lambda: _sync("restore", from_url, "--from", codex_home, lock_timeout, force,
+                       access_only=access_only, min_ttl=min_ttl))
 
 
 @app.command()
@@ -284,14 +314,17 @@ def persist(
     _run(lambda: _sync("persist", to_url, "--to", codex_home, lock_timeout, force))
 
 
-def _sync(command: str, url: str | None, option: str, codex_home: str | None, lock_timeout: float, force: bool
-          ) -> None:
+def _sync(command: str, url: str | None, option: str, codex_home: str | None, lock_timeout: float, force: bool,
+          *, access_only: bool = False, min_ttl: str = "1h") -> None:
     """restore or persist: one core call, then the report (output ``restored`` or ``persisted``)."""
     from codex_ci import files, sync
 
-    run = sync.restore if command == "restore" else sync.persist
-    result = run(files.resolve_home(codex_home), _open(_require(url, option)), lock_timeout=lock_timeout,
-                 on_login=_mask, force=force)
+    home, store = files.resolve_home(codex_home), _open(_require(url, option))
+    if command == "restore":
+        result = sync.restore(home, store, lock_timeout=lock_timeout, on_login=_mask, force=force,
+                              access_only=access_only, min_ttl=parse_duration(min_ttl, "--min-ttl"))
+    else:
+        result = sync.persist(home, store, lock_timeout=lock_timeout, on_login=_mask, force=force)
     outcome = "restored" if command == "restore" else "persisted"
     _report(f"codex-ci {command}", result.auth, {outcome: result.action, "store-version": result.version})
     sync.check_persisted(result)
@@ -308,12 +341,16 @@ def keepalive(
     ] = None,
     min_ttl: MinTtlOpt = "1h",
     timeout: Annotated[float, typer.Option("--timeout", min=0.1, max=600, help="Token endpoint timeout.")] = 30.0,
-    retries: Annotated[int, typer.Option("--retries", min=0, max=10)] = 2,
+    retries: Annotated[
+        int, typer.Option("--retries", min=0, max=10, help="Retries when the request surely did not spend the token.")
+    ] = 2,
     lock_timeout: LockOpt = 60.0,
     lease_ttl: LeaseTtlOpt = "2m",
     lease_wait: LeaseWaitOpt = 180.0,
+    handout: HandoutOpt = None,
 ) -> None:
-    """The nightly job: rotate the stored login (distributed, once), then report its health."""
+    """The nightly job (the rotator): rotate the stored login (distributed, once), write its access-only copy to
+    --handout for the jobs, then report its health."""
 
     def body() -> int:
         from codex_ci import files
@@ -327,7 +364,8 @@ def keepalive(
         else:
             age = parse_duration(max_age, "--max-age")
             policy = Policy(ttl, age, refresh_after=age)
-        _refresh(codex_home, url, policy, timeout, retries, lock_timeout, lease_ttl, lease_wait, "codex-ci keepalive")
+        _refresh(codex_home, url, policy, timeout, retries, lock_timeout, lease_ttl, lease_wait, "codex-ci keepalive",
+                 handout)
         report = read_status(
             files.resolve_home(codex_home), min_ttl=parse_duration(min_ttl, "--min-ttl"), lock_timeout=lock_timeout
         )

@@ -23,6 +23,7 @@ class ExitCode(enum.IntEnum):
     FILESYSTEM = 8  # unusable CODEX_HOME, symlink, permissions, disk
     STORE = 9  # the secret store failed or refused
     CONFLICT = 10  # the store moved under us and could not be reconciled
+    ACCESS_ONLY = 11  # an access-only copy whose access token is (about to be) spent: the rotator must run
     EXPIRING = 20  # status: valid but expires within --min-ttl
     EXPIRED = 21  # status: the access token has expired (a refresh may still save it)
     INTERRUPTED = 130  # SIGINT (Ctrl-C, or a cancelled GitHub job)
@@ -99,6 +100,16 @@ class StoreError(CodexCIError):
 
 class ConflictError(CodexCIError):
     exit_code = ExitCode.CONFLICT
+
+
+class AccessOnlyError(CodexCIError):
+    """An access-only copy cannot be refreshed here: its login is rotated by the keepalive (the rotator)."""
+
+    exit_code = ExitCode.ACCESS_ONLY
+    hint = (
+        "The login is rotated elsewhere: run the keepalive job (`codex-ci keepalive --store URL --handout "
+        "HANDOUT`), then restore the handout again; or split the job so it ends before the access token does."
+    )
 
 
 class SupersededError(ConflictError):

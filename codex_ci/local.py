@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from codex_ci import interrupts
 from codex_ci.authfile import FUTURE_SLACK, AuthFile, format_time, utcnow
-from codex_ci.errors import FileSystemError, InvalidAuthError, MissingAuthError
+from codex_ci.errors import AccessOnlyError, FileSystemError, InvalidAuthError, MissingAuthError
 from codex_ci.files import AUTH_NAME, AuthLock, ensure_home, is_regular_file, read_file, write_atomic
 from codex_ci.secret import Secret
 from codex_ci.state import digest, read_state, save_state
@@ -74,16 +74,43 @@ def load(home: Path) -> AuthFile:
     return AuthFile.parse(raw, str(home / AUTH_NAME))
 
 
+def environment_notes(env: Mapping[str, str]) -> list[str]:
+    """What in the environment makes Codex ignore auth.json (said by seed and status)."""
+    notes = []
+    if env.get("CODEX_ACCESS_TOKEN"):
+        notes.append("CODEX_ACCESS_TOKEN is set: Codex signs in with it and ignores auth.json")
+    if env.get("OPENAI_FEDERATION_RULE_ID"):
+        notes.append("OPENAI_FEDERATION_RULE_ID is set (workload identity federation): Codex signs in with the CI "
+                     "identity token and ignores auth.json")
+    if env.get("CODEX_API_KEY"):
+        notes.append("CODEX_API_KEY is set: `codex exec` uses it (API billing) instead of auth.json")
+    return notes
+
+
+def mode_note(auth: AuthFile) -> str | None:
+    """What kind of login this is, when it is not one codex-ci rotates."""
+    if auth.is_access_only:
+        return "an access-only copy: its refresh token is a placeholder, so the login is rotated elsewhere"
+    if not auth.is_chatgpt:
+        return f"a {auth.mode} login: it does not rotate, so it needs no refresh and no store"
+    return None
+
+
 def seed(
     home: Path, raw: bytes, source: str, *, force: bool, if_newer: bool, lock_timeout: float,
-    now: datetime | None = None, on_login: LoginHook = _ignore,
+    now: datetime | None = None, on_login: LoginHook = _ignore, access_only: bool = False,
 ) -> SeedResult:
-    """Write auth.json from a seed, only if absent (or --force, or --if-newer and the seed is newer)."""
+    """Write auth.json from a seed, only if absent (or --force, or --if-newer and the seed is newer).
+    ``access_only``: write the login with its refresh token replaced by a placeholder (see AuthFile.access_only)."""
     now = now or utcnow()
     auth, encoding = AuthFile.parse_seed(raw, source)
     on_login(auth)
     auth = auth.normalized_for_seed(now)
+    if access_only and not auth.is_access_only:
+        auth = auth.access_only()
     log.info("login read from %s (%s, %s mode)", source, encoding, auth.mode)
+    for note in filter(None, [mode_note(auth), *environment_notes(os.environ)]):
+        log.info("%s", note)
     ensure_home(home, create=True)
     path = home / AUTH_NAME
     kept = SeedResult("kept", auth, f"{path} already exists; left unchanged")
@@ -95,7 +122,7 @@ def seed(
         ensure_config(home)  # under the lock, and on every path, so a seed killed before it is completed later
         existing_raw = read_file(path)
         if existing_raw is None:
-            write_atomic(path, auth.to_bytes())
+            _write_seed(home, auth)
             return SeedResult("written", auth, f"wrote {path}")
         if not (force or if_newer):
             return kept
@@ -106,8 +133,16 @@ def seed(
                 current = None
             if current is not None and (auth.last_refresh is None or auth.last_refresh <= current):
                 return SeedResult("kept", auth, f"{path} is as new as the seed or newer; left unchanged")
-        write_atomic(path, auth.to_bytes())
+        _write_seed(home, auth)
     return SeedResult("replaced", auth, f"replaced {path}")
+
+
+def _write_seed(home: Path, auth: AuthFile) -> None:
+    """Write a seeded login (the caller holds the AuthLock); an access-only one is recorded as such."""
+    write_atomic(home / AUTH_NAME, auth.to_bytes())
+    state = read_state(home)
+    if auth.is_access_only or state.access_only:
+        save_state(home, replace(state, access_only="yes" if auth.is_access_only else ""))
 
 
 def _existing_time(raw: bytes, name: str) -> datetime | None:
@@ -151,6 +186,18 @@ def credentials_store(config: bytes | None) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def access_only_check(auth: AuthFile, now: datetime, policy: Policy) -> str:
+    """For an access-only copy, which can rotate nothing: the reason it needs no refresh, or AccessOnlyError."""
+    from codex_ci.refresh import decide
+
+    why = decide(auth, now, replace(policy, force=False))
+    if why is None:
+        return "an access-only copy, fresh enough (its login is rotated elsewhere)"
+    expires = auth.identity.access_expires
+    when = "has expired" if expires is not None and expires <= now else "expires within --min-ttl"
+    raise AccessOnlyError(f"this is an access-only copy whose access token {when}; it cannot be refreshed here")
+
+
 def _peek_refresh_token(home: Path) -> Secret | None:
     """The refresh token auth.json holds now, read without the lock (None if it cannot be read): what this run
     set out to refresh. Finding another one under the lock means someone refreshed meanwhile."""
@@ -184,6 +231,8 @@ def refresh_home(
         if not auth.is_chatgpt:
             return RefreshResult(False, f"{auth.mode} login: nothing to refresh", auth)
         now = utcnow()
+        if auth.is_access_only:
+            return RefreshResult(False, access_only_check(auth, now, policy), auth)
         last = auth.last_refresh
         if (before is not None and auth.refresh_token != before) or (last is not None and started <= last <= now):
             return RefreshResult(False, "another process refreshed it while this one waited", auth)

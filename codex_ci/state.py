@@ -36,6 +36,7 @@ class State:
     base_stamp: str = ""  # when the stored login at that version was made (Stamp.encode)
     not_before: str = ""  # the token endpoint's earliest_refresh_at for the current login
     rotated: str = ""  # digest of the auth.json this home's own rotation wrote (the live head of its login)
+    access_only: str = ""  # "yes" when auth.json was written as an access-only copy
 
     def base_for(self, store: str) -> str | None:
         """The base version for ``store``, or None when this home has no base there."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 from codex_ci.authfile import AuthFile, format_time, utcnow
 from codex_ci.errors import ExitCode, FileSystemError, InvalidAuthError
 from codex_ci.files import AUTH_NAME, SharedAuthLock, mode_of, read_file
-from codex_ci.local import CONFIG_NAME, credentials_store
+from codex_ci.local import CONFIG_NAME, credentials_store, environment_notes, mode_note
 
 HEALTH_CODES = {
     "healthy": ExitCode.OK,
@@ -45,6 +46,8 @@ class Status:
     access_expires_at: str | None = None
     access_expires_in_seconds: int | None = None
     refresh_token_present: bool = False
+    access_only: bool = False
+    note: str | None = None  # what kind of login, when codex-ci does not rotate it here
     file_mode: str | None = None
     dir_mode: str | None = None
     credentials_store: str | None = None
@@ -103,6 +106,7 @@ def read_status(home: Path, *, min_ttl: timedelta, lock_timeout: float, now: dat
         return status
     _describe(status, auth, now, min_ttl)
     _warn(status)
+    status.warnings += environment_notes(os.environ)
     return status
 
 
@@ -125,7 +129,9 @@ def _describe(status: Status, auth: AuthFile, now: datetime, min_ttl: timedelta)
     status.account_id = mask_id(ident.account_id)
     status.email = mask_email(ident.email)
     status.plan = ident.plan
-    status.refresh_token_present = auth.refresh_token is not None
+    status.access_only = auth.is_access_only
+    status.refresh_token_present = auth.refresh_token is not None and not auth.is_access_only
+    status.note = mode_note(auth)
     if auth.last_refresh is not None:
         status.last_refresh = format_time(auth.last_refresh)
         status.last_refresh_age_seconds = int((now - auth.last_refresh).total_seconds())
@@ -138,7 +144,7 @@ def _describe(status: Status, auth: AuthFile, now: datetime, min_ttl: timedelta)
             status.health = "expired"
         elif left <= min_ttl:
             status.health = "expiring"
-    if auth.is_chatgpt and not status.refresh_token_present:
+    if auth.is_chatgpt and not status.refresh_token_present and not auth.is_access_only:
         status.health, status.problem = "invalid", "no refresh token"
 
 
@@ -173,7 +179,9 @@ def render(status: Status) -> str:
         ("plan", status.plan),
         ("last refresh", (status.last_refresh or "") + age(status.last_refresh_age_seconds, "ago")),
         ("access expires", (status.access_expires_at or "") + age(status.access_expires_in_seconds, "left")),
-        ("refresh token", "present" if status.refresh_token_present else "absent"),
+        ("refresh token", "placeholder (access-only copy)" if status.access_only
+         else "present" if status.refresh_token_present else "absent"),
+        ("note", status.note),
         ("permissions", f"file {status.file_mode or '-'}, directory {status.dir_mode or '-'}"),
         ("credentials store", status.credentials_store or "(not set)"),
     ]

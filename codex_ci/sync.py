@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Literal
 from codex_ci import interrupts
 from codex_ci.authfile import AuthFile, Stamp, utcnow
 from codex_ci.errors import (
+    AccessOnlyError,
+    ConfigError,
     ConflictError,
     InvalidAuthError,
     LockTimeoutError,
@@ -31,7 +33,7 @@ from codex_ci.errors import (
 )
 from codex_ci.files import AUTH_NAME, AuthLock, ensure_home, is_regular_file, read_file, write_atomic
 from codex_ci.lease import Lease, check_ttl, new_holder_id
-from codex_ci.local import LoginHook, _ignore, ensure_config, refresh_home
+from codex_ci.local import LoginHook, _ignore, access_only_check, ensure_config, refresh_home
 from codex_ci.state import STATE_NAME, read_state, save_state
 from codex_ci.stores import Store, StoreConflict, Versioned
 
@@ -44,7 +46,7 @@ log = logging.getLogger("codex_ci")
 LEASE_MARGIN = 5.0  # seconds of the lease kept free at its end (a quarter of a short lease), to write back
 PERSIST_ATTEMPTS = 5
 
-Action = Literal["restored", "kept-local", "unchanged", "written", "created", "superseded"]
+Action = Literal["restored", "kept-local", "unchanged", "written", "created", "superseded", "skipped"]
 
 
 @dataclass(frozen=True)
@@ -69,9 +71,13 @@ def _stamp(raw: bytes, name: str, now: datetime) -> Stamp:
 
 def restore(
     home: Path, store: Store, *, lock_timeout: float, on_login: LoginHook = _ignore, force: bool = False,
+    access_only: bool = False, min_ttl: timedelta | None = None,
 ) -> SyncResult:
     """Bring the store's login to auth.json unless the local one is a newer login of this home's own (see the
-    module's ordering rule); record the store version. ``force`` takes the store's login whatever the local is."""
+    module's ordering rule); record the store version. ``force`` takes the store's login whatever the local is.
+
+    ``access_only`` (or a store holding an access-only copy, a handout) writes the copy whose refresh token is a
+    placeholder; with ``min_ttl`` such a copy is refused when its access token would not outlast it."""
     stored = store.read()
     if stored is None:
         raise MissingAuthError(
@@ -80,10 +86,53 @@ def restore(
         )
     remote = _parse_stored(stored, store)
     on_login(remote)
+    if access_only or remote.is_access_only:
+        remote = remote.access_only()
+        _check_covers(remote, store, min_ttl)
     ensure_home(home, create=True)
     with AuthLock(home, lock_timeout):
         ensure_config(home)
+        if remote.is_access_only:
+            return _restore_access_only(home, store, stored, remote, on_login, force)
         return _restore_locked(home, store, stored, remote, on_login, force)
+
+
+def _check_covers(copy: AuthFile, store: Store, min_ttl: timedelta | None) -> None:
+    """An access-only copy cannot be refreshed by the job: refuse one whose access token would die mid-job."""
+    expires, now = copy.identity.access_expires, utcnow()
+    if min_ttl is None or expires is None or expires - now > min_ttl:
+        return
+    when = "has expired" if expires <= now else f"expires in {max(0, int((expires - now).total_seconds()))}s"
+    raise AccessOnlyError(f"the access token of the login in {store.url} {when}, within --min-ttl: an access-only "
+                          "copy of it would stop working mid-job")
+
+
+def _restore_access_only(
+    home: Path, store: Store, stored: Versioned, copy: AuthFile, on_login: LoginHook, force: bool,
+) -> SyncResult:
+    path = home / AUTH_NAME
+    local_raw = read_file(path)
+    state = read_state(home)
+    data = copy.to_bytes()
+    if local_raw == data:
+        return SyncResult("unchanged", stored.version, copy, "already up to date (an access-only copy)")
+    if local_raw is not None and not force:
+        try:
+            local = AuthFile.parse(local_raw, str(path))
+        except InvalidAuthError:
+            local = None
+        if local is not None and local.is_chatgpt and not local.is_access_only and (
+                state.base_for(store.url) is None or state.changed_since_base(local_raw)):
+            raise ConflictError(
+                f"{path} holds a full login that may not be saved anywhere; an access-only copy would replace it",
+                hint="Persist it first (`codex-ci persist --to URL`), or use another CODEX_HOME for the job, or "
+                "pass --force to replace it.")
+    is_regular_file(home / STATE_NAME)
+    write_atomic(path, data)
+    now = utcnow()
+    save_state(home, replace(state.with_base(store.url, stored.version, data, copy.stamp(now)), access_only="yes"))
+    return SyncResult("restored", stored.version, copy,
+                      f"restored an access-only copy to {path} from {store.url} (version {stored.version})")
 
 
 def _restore_locked(
@@ -141,6 +190,9 @@ def persist(
         local = AuthFile.parse(raw, str(home / AUTH_NAME))
         on_login(local)
         state = read_state(home)
+    if local.is_access_only:
+        return SyncResult("skipped", state.base_for(store.url), local,
+                          "an access-only copy is never persisted (its login is rotated elsewhere)")
     writer = _Writer(home, store, raw, local, lock_timeout)
     base = state.base_for(store.url)
     if force:
@@ -269,6 +321,8 @@ def distributed_refresh(
     auth = first.auth
     if not auth.is_chatgpt:
         return DistributedResult(False, f"{auth.mode} login: nothing to refresh", auth, first.version)
+    if auth.is_access_only:
+        return DistributedResult(False, access_only_check(auth, utcnow(), policy), auth, first.version)
     started_with = auth.refresh_token
 
     def rotated(login: AuthFile) -> bool:
@@ -335,6 +389,34 @@ def _refresh_under_lease(
             ) from None
         lease.keep = False
     return DistributedResult(True, why, result.auth, saved.version)
+
+
+def write_handout(auth: AuthFile, handout: Store, store: Store) -> SyncResult:
+    """Write the access-only copy of ``auth`` (the full login, already saved to ``store``) to ``handout`` by
+    compare-and-set, unless it already holds that copy or a newer one. Jobs restore the handout: they need read
+    access to it only and never see the refresh token."""
+    if handout.url == store.url:
+        raise ConfigError("--handout must name another secret than --store: the access-only copy would replace the "
+                          "login itself")
+    copy = auth.access_only()
+    data = copy.to_bytes()
+    for _ in range(PERSIST_ATTEMPTS):
+        current = handout.read()
+        if current is not None:
+            if current.value == data:
+                return SyncResult("unchanged", current.version, copy, f"{handout.url} already holds this copy")
+            now = utcnow()
+            if _stamp(current.value, handout.url, now).newer_than(copy.stamp(now)):
+                return SyncResult("superseded", current.version, copy,
+                                  f"{handout.url} holds a newer access-only copy (version {current.version})")
+        expected = current.version if current is not None else None
+        try:
+            version = handout.write(data, expected)
+        except StoreConflict:
+            continue
+        return SyncResult("written" if expected else "created", version, copy,
+                          f"wrote the access-only copy to {handout.url} (version {version})")
+    raise ConflictError(f"{handout.url} kept changing; gave up after {PERSIST_ATTEMPTS} attempts")
 
 
 def store_view(store: Store, home: Path, now: datetime | None = None) -> StoreView:

@@ -21,7 +21,7 @@ import pytest
 from conftest import ROOT, backdate, login
 from tokenserver import CLIENT_ID, TOKEN_PATH, TokenServer
 
-from codex_ci.authfile import parse_time
+from codex_ci.authfile import ACCESS_ONLY_TOKEN, parse_time
 from codex_ci.files import AuthLock
 
 DEFAULT_BIN = ROOT / ".cache" / "codex" / "node_modules" / ".bin" / "codex"
@@ -217,3 +217,29 @@ def test_codex_waits_for_codex_ci_locks(cli, home: Path, token_server: TokenServ
     assert token_server.posts == 1, token_server.requests  # a second POST means Codex gave up waiting
     assert json.loads(path.read_bytes())["tokens"]["refresh_token"] == token_server.current_refresh_token
     assert path.stat().st_mtime >= released - MTIME_SLACK
+
+
+def test_codex_accepts_an_access_only_copy_and_never_presents_the_real_refresh_token(
+        cli, home: Path, token_server: TokenServer, each_codex: str) -> None:
+    """An access-only copy (refresh token: a placeholder): Codex accepts it and sends nothing while the access token
+    is valid; once it has expired, Codex presents only the placeholder, fails, and leaves auth.json and the real
+    login alone (the family is not revoked)."""
+    run = cli("seed", "--access-only", "--codex-home", str(home),
+              env={"CODEX_AUTH_JSON": json.dumps(login(refresh_token="CANARY-rt-0"))})
+    assert run.exit_code == 0, run.stderr
+    assert_codex_says(run_codex(each_codex, home, "login", "status"), "Logged in using ChatGPT")
+    assert token_server.posts == 0
+
+    expired = home.parent / "expired"
+    run = cli("seed", "--access-only", "--codex-home", str(expired),
+              env={"CODEX_AUTH_JSON": json.dumps(login(expires_in=-60, refresh_token="CANARY-rt-0"))})
+    assert run.exit_code == 0, run.stderr
+    with (expired / "config.toml").open("a") as config:
+        config.write(f'openai_base_url = "{token_server.url.removesuffix(TOKEN_PATH)}/v1"\n')
+    before = (expired / "auth.json").read_bytes()
+    proc = run_codex(each_codex, expired, "debug", "models", refresh_url=token_server.url)
+    presented = [r["body"].get("refresh_token") for r in token_server.requests if r["path"] == TOKEN_PATH]
+    assert presented, f"Codex sent no refresh for an expired access token: {proc.stderr!r}"
+    assert set(presented) == {ACCESS_ONLY_TOKEN}, presented  # never the real refresh token
+    assert not token_server.revoked and token_server.current_refresh_token == "CANARY-rt-0"
+    assert (expired / "auth.json").read_bytes() == before
