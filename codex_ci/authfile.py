@@ -192,13 +192,20 @@ class AuthFile:
         try:
             data = loads(text)
         except json.JSONDecodeError as exc:
+            if exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string"):
+                raise InvalidAuthError(
+                    f"{source} is cut short: its JSON ends before the login does",
+                    hint=f"Copy the whole auth.json into {source}: the value was truncated.") from None
             raise InvalidAuthError(
-                f"{source} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+                f"{source} is not valid JSON ({exc.msg}: line {exc.lineno}, column {exc.colno})"
             ) from None
         except ValueError as exc:  # NaN, Infinity, an integer too long to convert
             raise InvalidAuthError(f"{source} is not valid JSON ({str(exc).split(':')[0]})") from None
         except RecursionError:
             raise InvalidAuthError(f"{source} is nested too deeply") from None
+        if isinstance(data, str) and data.lstrip().startswith("{"):
+            raise InvalidAuthError(f"{source} is a JSON string holding JSON, not the JSON object itself",
+                                   hint="It was encoded twice: store the content of auth.json as it is.")
         if not isinstance(data, dict):
             raise InvalidAuthError(f"{source} must be a JSON object, not {_json_kind(data)}")
         try:
@@ -217,6 +224,13 @@ class AuthFile:
         if len(data) > MAX_BYTES * 2:
             raise InvalidAuthError(f"{source} is too large ({len(data)} bytes; the limit is {MAX_BYTES})")
         stripped = data.strip()
+        if stripped[:1] in (b"'", b"`") or (stripped[:1] == b'"' and stripped[1:2] == b"{" and
+                                            not stripped.endswith(b'"')):
+            raise InvalidAuthError(f"{source} is wrapped in quotes",
+                                   hint="Remove the quotes around it: it must hold the JSON itself, or its base64.")
+        if stripped[:1] in (b"/", b"~") or stripped[:2] == b"./" or stripped.endswith(b".json"):
+            raise InvalidAuthError(f"{source} looks like a file path, not a login",
+                                   hint="Did you mean --from-file PATH? It must hold the content of auth.json.")
         if not stripped or stripped[:1] in (b"{", b"[", b'"') or b"\x00" in stripped:
             return cls.parse(data, source), "json"
         compact = re.sub(rb"\s+", b"", stripped)

@@ -30,35 +30,40 @@ APP_SETTINGS: dict[str, Any] = {
     "no_args_is_help": True,
     "pretty_exceptions_enable": False,
     "rich_markup_mode": None,
+    "context_settings": {"help_option_names": ["-h", "--help"]},
 }
 app = typer.Typer(**APP_SETTINGS)
 
 HomeOpt = Annotated[
     str | None,
-    typer.Option("--codex-home", envvar="CODEX_HOME", show_envvar=True, help="Codex's home (default ~/.codex)."),
+    typer.Option("--codex-home", metavar="DIR", envvar="CODEX_HOME", show_envvar=True,
+                 help="Codex's home (default ~/.codex)."),
 ]
 LockOpt = Annotated[
     float,
-    typer.Option("--lock-timeout", envvar="CODEX_CI_LOCK_TIMEOUT", min=0.0,
+    typer.Option("--lock-timeout", metavar="SECONDS", envvar="CODEX_CI_LOCK_TIMEOUT", min=0.0,
                  help="Seconds to wait for auth.lock and auth.json.lock."),
 ]
 MinTtlOpt = Annotated[
     str,
-    typer.Option("--min-ttl", envvar="CODEX_CI_MIN_TTL", help="Refresh when the access token expires within this."),
+    typer.Option("--min-ttl", metavar="DURATION", envvar="CODEX_CI_MIN_TTL",
+                 help="Refresh when the access token expires within this."),
 ]
 
 StoreOpt = Annotated[
     str | None,
     typer.Option(
-        "--store", envvar="CODEX_CI_STORE_URL", show_envvar=True,
+        "--store", metavar="URL", envvar="CODEX_CI_STORE_URL", show_envvar=True,
         help="Secret store URL: vault://MOUNT/PATH, aws://SECRET, gcp://projects/P/secrets/S or file://PATH.",
     ),
 ]
 LeaseTtlOpt = Annotated[
-    str, typer.Option("--lease-ttl", help="How long a refresh lease lasts if its holder dies (at most 15m).")
+    str, typer.Option("--lease-ttl", metavar="DURATION",
+                      help="How long a refresh lease lasts if its holder dies (at most 15m).")
 ]
 LeaseWaitOpt = Annotated[
-    float, typer.Option("--lease-wait", min=0.0, help="Seconds to wait for another runner's refresh lease.")
+    float, typer.Option("--lease-wait", metavar="SECONDS", min=0.0,
+                        help="Seconds to wait for another runner's refresh lease.")
 ]
 
 AccessOnlyOpt = Annotated[
@@ -67,7 +72,7 @@ AccessOnlyOpt = Annotated[
 ]
 HandoutOpt = Annotated[
     str | None,
-    typer.Option("--handout", envvar="CODEX_CI_HANDOUT_URL", show_envvar=True,
+    typer.Option("--handout", metavar="URL", envvar="CODEX_CI_HANDOUT_URL", show_envvar=True,
                  help="After the login is saved, write its access-only copy here (for jobs to restore)."),
 ]
 
@@ -162,7 +167,8 @@ def main_options(
 def seed(
     codex_home: HomeOpt = None,
     from_file: Annotated[
-        str | None, typer.Option("--from-file", help="Read the login from PATH (- for stdin), not CODEX_AUTH_JSON.")
+        str | None, typer.Option("--from-file", metavar="PATH",
+                                 help="Read the login from PATH (- for stdin), not CODEX_AUTH_JSON.")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing auth.json.")] = False,
     if_newer: Annotated[
@@ -192,16 +198,19 @@ def refresh(
     codex_home: HomeOpt = None,
     min_ttl: MinTtlOpt = "1h",
     max_age: Annotated[
-        str, typer.Option("--max-age", help="Refresh when the expiry is unreadable and last_refresh is older.")
+        str, typer.Option("--max-age", metavar="DURATION",
+                          help="Refresh when the expiry is unreadable and last_refresh is older.")
     ] = "8d",
     force: Annotated[
         bool, typer.Option("--force", help="Refresh even if the token is fresh (never within a minute of the last).")
     ] = False,
     timeout: Annotated[
-        float, typer.Option("--timeout", min=0.1, max=600, help="Seconds to wait for the token endpoint's answer.")
+        float, typer.Option("--timeout", metavar="SECONDS", min=0.1, max=600,
+                            help="Seconds to wait for the token endpoint's answer.")
     ] = 30.0,
     retries: Annotated[
-        int, typer.Option("--retries", min=0, max=10, help="Retries when the request surely did not spend the token.")
+        int, typer.Option("--retries", metavar="N", min=0, max=10,
+                          help="Retries when the request surely did not spend the token.")
     ] = 2,
     lock_timeout: LockOpt = 60.0,
     store: StoreOpt = None,
@@ -278,7 +287,8 @@ def _open(url: str) -> Any:
 def restore(
     from_url: Annotated[
         str | None,
-        typer.Option("--from", envvar="CODEX_CI_STORE_URL", show_envvar=True, help="Store URL to restore from."),
+        typer.Option("--from", metavar="URL", envvar="CODEX_CI_STORE_URL", show_envvar=True,
+                     help="Store URL to restore from."),
     ] = None,
     codex_home: HomeOpt = None,
     lock_timeout: LockOpt = 60.0,
@@ -287,7 +297,7 @@ def restore(
     ] = False,
     access_only: AccessOnlyOpt = False,
     min_ttl: Annotated[
-        str, typer.Option("--min-ttl", envvar="CODEX_CI_MIN_TTL",
+        str, typer.Option("--min-ttl", metavar="DURATION", envvar="CODEX_CI_MIN_TTL",
                           help="For an access-only copy: refuse one whose access token expires within this.")
     ] = "1h",
 ) -> None:
@@ -302,7 +312,8 @@ def restore(
 def persist(
     to_url: Annotated[
         str | None,
-        typer.Option("--to", envvar="CODEX_CI_STORE_URL", show_envvar=True, help="Store URL to write to."),
+        typer.Option("--to", metavar="URL", envvar="CODEX_CI_STORE_URL", show_envvar=True,
+                     help="Store URL to write to."),
     ] = None,
     codex_home: HomeOpt = None,
     lock_timeout: LockOpt = 60.0,
@@ -337,12 +348,15 @@ def keepalive(
     codex_home: HomeOpt = None,
     max_age: Annotated[
         str | None,
-        typer.Option("--max-age", help="Refresh only if the stored login is older than this (default: always)."),
+        typer.Option("--max-age", metavar="DURATION",
+                     help="Refresh only if the stored login is older than this (default: always)."),
     ] = None,
     min_ttl: MinTtlOpt = "1h",
-    timeout: Annotated[float, typer.Option("--timeout", min=0.1, max=600, help="Token endpoint timeout.")] = 30.0,
+    timeout: Annotated[float, typer.Option("--timeout", metavar="SECONDS", min=0.1, max=600,
+                                           help="Token endpoint timeout.")] = 30.0,
     retries: Annotated[
-        int, typer.Option("--retries", min=0, max=10, help="Retries when the request surely did not spend the token.")
+        int, typer.Option("--retries", metavar="N", min=0, max=10,
+                          help="Retries when the request surely did not spend the token.")
     ] = 2,
     lock_timeout: LockOpt = 60.0,
     lease_ttl: LeaseTtlOpt = "2m",
@@ -385,7 +399,10 @@ def _require(value: str | None, option: str) -> str:
 def status(
     codex_home: HomeOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
-    min_ttl: MinTtlOpt = "1h",
+    min_ttl: Annotated[
+        str, typer.Option("--min-ttl", metavar="DURATION", envvar="CODEX_CI_MIN_TTL",
+                          help="Report `expiring` (exit 20) when the access token expires within this.")
+    ] = "1h",
     lock_timeout: LockOpt = 10.0,
     store: StoreOpt = None,
 ) -> None:
@@ -413,10 +430,19 @@ def status(
     _run(body)
 
 
+GLOBAL_FLAGS = ("-v", "--verbose", "-q", "--quiet")
+
+
 def main() -> None:
     """The console script. Typer builds every command's parameters before it runs one, so when the command is
-    named, only that one is registered: it keeps ``seed``'s start-up close to a one-command Typer app."""
+    named, only that one is registered: it keeps ``seed``'s start-up close to a one-command Typer app. The global
+    flags also work after the command (``codex-ci seed -q``): they are moved before it."""
     name = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
+    if name is not None:
+        at = sys.argv.index(name)
+        moved = [arg for arg in sys.argv[at + 1:] if arg in GLOBAL_FLAGS]
+        rest = [arg for arg in sys.argv[at + 1:] if arg not in GLOBAL_FLAGS]
+        sys.argv[1:] = [*sys.argv[1:at], *moved, name, *rest]
     command = next((info for info in app.registered_commands if info.callback and info.callback.__name__ == name), None)
     if command is None:
         app(prog_name="codex-ci")

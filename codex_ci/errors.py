@@ -30,6 +30,22 @@ class ExitCode(enum.IntEnum):
     TERMINATED = 143  # SIGTERM (a cancelled GitHub job, after SIGINT)
 
 
+_EVERY = (ExitCode.OK, ExitCode.UNEXPECTED, ExitCode.USAGE, ExitCode.INTERRUPTED, ExitCode.TERMINATED)
+_HOME = (ExitCode.INVALID, ExitCode.MISSING, ExitCode.LOCK_TIMEOUT, ExitCode.FILESYSTEM)
+_TOKEN = (ExitCode.LOGIN_REJECTED, ExitCode.TRANSIENT, ExitCode.ACCESS_ONLY)
+_STORE = (ExitCode.STORE, ExitCode.CONFLICT)
+_HEALTH = (ExitCode.EXPIRING, ExitCode.EXPIRED)
+# Every exit code each command can return (README's table lists them; a test keeps the two in sync).
+COMMAND_CODES: dict[str, frozenset[ExitCode]] = {
+    "seed": frozenset(_EVERY + _HOME),
+    "refresh": frozenset(_EVERY + _HOME + _TOKEN + _STORE),
+    "restore": frozenset(_EVERY + _HOME + _STORE + (ExitCode.ACCESS_ONLY,)),
+    "persist": frozenset(_EVERY + _HOME + _STORE),
+    "keepalive": frozenset(_EVERY + _HOME + _TOKEN + _STORE + _HEALTH),
+    "status": frozenset(_EVERY + _HOME + (ExitCode.STORE,) + _HEALTH),
+}
+
+
 class CodexCIError(Exception):
     """Base of every error codex-ci reports to the user."""
 

@@ -22,15 +22,23 @@ AUTH_NAME = "auth.json"
 LOCK_NAME = "auth.json.lock"
 OUTER_LOCK_NAME = "auth.lock"
 MAX_READ = 4 * 1024 * 1024
+SAY_WAITING = 2.0  # a lock wait longer than this is said once
 
 
 def resolve_home(option: str | None) -> Path:
-    """--codex-home, else $CODEX_HOME, else ~/.codex (as Codex resolves it)."""
-    value = option or os.environ.get("CODEX_HOME") or "~/.codex"
+    """--codex-home, else $CODEX_HOME, else ~/.codex (as Codex resolves it). A value given with a literal ``~`` (as
+    YAML ``env:`` passes it: no shell expands it) is refused, because Codex would not expand it either."""
+    value = option or os.environ.get("CODEX_HOME")
+    if value and value.startswith("~"):
+        from codex_ci.errors import ConfigError
+
+        raise ConfigError(
+            f"CODEX_HOME is {value!r}, with a literal ~ that no shell expanded: Codex would not expand it either",
+            hint="Give the full path, e.g. ${{ runner.temp }}/codex-home or $HOME/.codex in a shell.")
     try:
-        return Path(value).expanduser()
-    except RuntimeError:  # ~user that does not exist
-        raise FileSystemError("CODEX_HOME names an unknown user's home directory") from None
+        return Path(value or "~/.codex").expanduser()
+    except RuntimeError:  # ~ with no home directory
+        raise FileSystemError("the default CODEX_HOME (~/.codex) cannot be resolved: HOME is not set") from None
 
 
 def _why(exc: OSError) -> str:
@@ -126,7 +134,13 @@ class Flock:
         )
         started = time.monotonic()
         try:
-            lock.acquire()
+            try:
+                lock.acquire(timeout=min(self.timeout, SAY_WAITING))
+            except Timeout:
+                if self.timeout <= SAY_WAITING:
+                    raise
+                log.info("waiting for %s: another process holds it (Codex, or another codex-ci)", self.path)
+                lock.acquire(timeout=max(0.0, self.timeout - (time.monotonic() - started)))
         except Timeout:
             raise LockTimeoutError(f"timed out after {self.timeout:g}s waiting for {self.path}") from None
         except OSError as exc:

@@ -59,9 +59,12 @@ def read_source(from_file: str | None) -> tuple[bytes, str]:
         except OSError as exc:
             raise FileSystemError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
     value = os.environb.get(b"CODEX_AUTH_JSON")
-    if value is None:
+    if value is None or not value.strip():
+        what = "is not set" if value is None else "is empty (a secret that does not exist reads as empty)"
         raise MissingAuthError(
-            "CODEX_AUTH_JSON is not set", hint="Set it from your secret, or pass --from-file PATH."
+            f"CODEX_AUTH_JSON {what}",
+            hint="Pass the secret to the step: `env: CODEX_AUTH_JSON: ${{ secrets.CODEX_AUTH_JSON }}`, or use "
+            "--from-file PATH.",
         )
     return value, "CODEX_AUTH_JSON"
 

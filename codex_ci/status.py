@@ -19,6 +19,7 @@ HEALTH_CODES = {
     "expired": ExitCode.EXPIRED,
     "missing": ExitCode.MISSING,
     "invalid": ExitCode.INVALID,
+    "unusable": ExitCode.FILESYSTEM,
 }
 
 
@@ -87,14 +88,17 @@ def read_status(home: Path, *, min_ttl: timedelta, lock_timeout: float, now: dat
     status = Status("missing", str(home), str(path))
     status.dir_mode = _octal(mode_of(home))
     if status.dir_mode is None:
-        status.problem = f"CODEX_HOME {home} does not exist"
+        status.health, status.problem = "unusable", f"CODEX_HOME {home} does not exist"
+        return status
+    if not home.is_dir():
+        status.health, status.problem = "unusable", f"CODEX_HOME {home} is not a directory"
         return status
     status.file_mode = _octal(mode_of(path))
     try:
         status.credentials_store = credentials_store(read_file(home / CONFIG_NAME))
         raw = _read_locked(home, lock_timeout, status.warnings)
     except FileSystemError as exc:
-        status.health, status.problem = "invalid", exc.message
+        status.health, status.problem = "unusable", exc.message
         return status
     if raw is None:
         status.problem = f"{path} does not exist"

@@ -58,7 +58,12 @@ class SyncResult:
 
 
 def _parse_stored(stored: Versioned, store: Store) -> AuthFile:
-    return AuthFile.parse(stored.value, store.url)
+    try:
+        return AuthFile.parse(stored.value, store.url)
+    except InvalidAuthError as exc:
+        raise InvalidAuthError(
+            exc.message, hint=f"The stored value is damaged or is not a codex-ci login. From a runner or a trusted "
+            f"machine holding a good login, `codex-ci persist --force --to {store.url}` rewrites it.") from None
 
 
 def _stamp(raw: bytes, name: str, now: datetime) -> Stamp:
@@ -78,6 +83,7 @@ def restore(
 
     ``access_only`` (or a store holding an access-only copy, a handout) writes the copy whose refresh token is a
     placeholder; with ``min_ttl`` such a copy is refused when its access token would not outlast it."""
+    ensure_home(home, create=True)  # an unusable CODEX_HOME fails before the store is read
     stored = store.read()
     if stored is None:
         raise MissingAuthError(
@@ -337,7 +343,11 @@ def distributed_refresh(
     lease = Lease(store.sibling("lease"), new_holder_id(), lease_ttl)
     deadline = time.monotonic() + lease_wait
     delay = 0.05  # a rotation takes about one token round trip: look again soon, then back off
+    said = False
     while not lease.try_acquire():
+        if not said and lease.other is not None and lease.waited() >= 2.0:
+            log.info("waiting for the refresh lease on %s, held by %s", store.url, lease.other)
+            said = True
         if time.monotonic() > deadline:
             raise LockTimeoutError(
                 f"runner {lease.other or 'unknown'} has held the refresh lease on {store.url} for at least "
@@ -426,6 +436,7 @@ def store_view(store: Store, home: Path, now: datetime | None = None) -> StoreVi
     view = StoreView(store.url)
     stored = store.read()
     if stored is None:
+        log.warning("%s holds no login: put one there with `codex-ci persist --to URL`", store.url)
         return view
     remote = _parse_stored(stored, store)
     view.version = stored.version

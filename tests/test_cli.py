@@ -11,7 +11,7 @@ from pathlib import Path
 from conftest import ROOT, login, run_process
 
 from codex_ci import __version__
-from codex_ci.errors import ExitCode
+from codex_ci.errors import COMMAND_CODES, ExitCode
 
 
 def test_version(cli) -> None:
@@ -28,10 +28,13 @@ def test_usage_errors_exit_2(cli) -> None:
     assert cli("no-such-command").exit_code == ExitCode.USAGE
 
 
-def test_readme_documents_every_exit_code() -> None:
+def test_readme_documents_every_exit_code_and_the_commands_that_return_it() -> None:
     readme = (ROOT / "README.md").read_text()
-    table = dict(re.findall(r"^\| (\d+) \| `(\w+)` \|", readme, flags=re.M))
-    assert {int(k): v for k, v in table.items()} == {code.value: code.name for code in ExitCode}
+    rows = re.findall(r"^\| (\d+) \| `(\w+)` \| ([a-z, ]+) \|", readme, flags=re.M)
+    assert {int(code): name for code, name, _ in rows} == {code.value: code.name for code in ExitCode}
+    documented = {int(code): set(COMMAND_CODES) if names == "all" else set(names.split(", "))
+                  for code, _, names in rows}
+    assert documented == {code.value: {c for c, codes in COMMAND_CODES.items() if code in codes} for code in ExitCode}
 
 
 HEAVY = ("httpx", "boto3", "botocore", "hvac", "google.cloud", "grpc")

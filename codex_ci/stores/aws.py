@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from codex_ci.errors import InvalidAuthError, StoreError
+from codex_ci.errors import ConfigError, InvalidAuthError, StoreError
 from codex_ci.stores.base import StoreConflict, Versioned, missing_extra
 
 CURRENT, PENDING = "AWSCURRENT", "AWSPENDING"
@@ -198,7 +198,7 @@ def open_store(location: str, env: Mapping[str, str]) -> AwsStore:
         region = (env.get("CODEX_CI_AWS_REGION") or (match["region"] if match else None) or env.get("AWS_REGION")
                   or env.get("AWS_DEFAULT_REGION") or session.region_name)
         if not region:
-            raise StoreError(f"no AWS region for aws://{location}",
+            raise ConfigError(f"no AWS region for aws://{location}",
                              hint="Set AWS_REGION (or CODEX_CI_AWS_REGION), or give the secret's ARN.")
         config = Config(connect_timeout=5, read_timeout=10, retries={"mode": "standard", "max_attempts": 3},
                         user_agent_extra="codex-ci")

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from codex_ci.errors import ConfigError, ConflictError, StoreError
+from codex_ci.errors import ConfigError, ConflictError
 
 SCHEMES = ("vault", "aws", "gcp", "file")
 EXTRAS = {"vault": ("hvac", "vault"), "aws": ("boto3", "aws"), "gcp": ("google-cloud-secret-manager", "gcp")}
@@ -93,10 +93,10 @@ def open_store(value: str, env: Mapping[str, str] | None = None) -> Store:
     return store
 
 
-def missing_extra(scheme: str) -> StoreError:
-    """The error for a store whose SDK is not installed, naming the extra to install."""
+def missing_extra(scheme: str) -> ConfigError:
+    """The error for a store whose SDK is not installed, naming the extra to install (a setup error: exit 2)."""
     package, extra = EXTRAS[scheme]
-    return StoreError(
+    return ConfigError(
         f"the {scheme} store needs {package}, which is not installed",
         hint=f"pip install 'codex-ci[{extra}]'",
     )
