@@ -181,13 +181,13 @@ def command(name: str, home: Path, url: str) -> tuple[list[str], dict[str, str]]
 SYMLINK_CASES = [
     *[("auth.json", "home", c, 8) for c in ("seed", "seed --force", "refresh", "restore", "persist",
                                             "refresh --store", "keepalive")],
-    ("auth.json", "home", "status", ExitCode.INVALID),
+    ("auth.json", "home", "status", ExitCode.FILESYSTEM),
     *[("codex-ci-state.json", "home", c, 8) for c in ("restore", "persist", "refresh --store")],
     *[("auth.json.lock", "home", c, 8) for c in ("seed --force", "refresh", "restore", "persist",
                                                  "refresh --store")],
     ("auth.json.lock", "home", "status", ExitCode.EXPIRED),  # read without the lock, with a warning
     *[("config.toml", "home", c, 8) for c in ("seed --force", "restore")],
-    ("config.toml", "home", "status", ExitCode.INVALID),
+    ("config.toml", "home", "status", ExitCode.FILESYSTEM),
     *[("auth.json", "store", c, 9) for c in ("restore", "persist", "refresh --store", "status --store")],
     *[("auth.json.lock", "store", c, 9) for c in ("restore", "persist", "refresh --store")],
     ("auth.json.lease", "store", "refresh --store", 9),
@@ -347,18 +347,22 @@ def test_relative_codex_home_is_relative_to_the_working_directory(cli, tmp_path:
     assert cli("status", "--codex-home", "rel/home").exit_code == 0
 
 
-def test_tilde_in_codex_home_expands_to_home(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_literal_tilde_in_codex_home_is_refused_and_the_default_is_home(
+        cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``~`` that reached codex-ci unexpanded (YAML ``env:`` passes it as is) would not be expanded by Codex
+    either: exit 2, nothing created. With no CODEX_HOME the default is ~/.codex, as Codex's."""
     user_home, cwd = tmp_path / "user", tmp_path / "cwd"
     user_home.mkdir()
     cwd.mkdir()
     monkeypatch.chdir(cwd)
     monkeypatch.setenv("HOME", str(user_home))
-    assert cli("seed", "--codex-home", "~/x", env=seed_env(login())).exit_code == 0
-    assert cli("seed", env=seed_env(login()) | {"CODEX_HOME": "~/y"}).exit_code == 0
+    assert cli("seed", "--codex-home", "~/x", env=seed_env(login())).exit_code == ExitCode.USAGE
+    assert cli("seed", env=seed_env(login()) | {"CODEX_HOME": "~/y"}).exit_code == ExitCode.USAGE
     assert cli("seed", env=seed_env(login())).exit_code == 0  # no CODEX_HOME: ~/.codex, as Codex
-    assert cli("persist", "--to", "file://~/store.json", "--codex-home", "~/x").exit_code == 0
-    for path in ("x/auth.json", "y/auth.json", ".codex/auth.json", "store.json"):
+    assert cli("persist", "--to", "file://~/store.json", "--codex-home", str(user_home / ".codex")).exit_code == 0
+    for path in (".codex/auth.json", "store.json"):
         assert (user_home / path).is_file(), path
+    assert not (user_home / "x").exists() and not (user_home / "y").exists()
     assert list(cwd.iterdir()) == []  # no directory literally named ~
 
 
@@ -368,7 +372,7 @@ FIFO_CASES = [
     ("auth.json", "home", "refresh", 8),
     ("auth.json", "home", "restore", 8),
     ("auth.json", "home", "persist", 8),
-    ("auth.json", "home", "status", ExitCode.INVALID),
+    ("auth.json", "home", "status", ExitCode.FILESYSTEM),
     ("auth.json.lock", "home", "seed --force", 8),
     ("auth.json.lock", "home", "status", ExitCode.EXPIRED),  # read without the lock, with a warning
     ("codex-ci-state.json", "home", "persist", 8),
@@ -393,7 +397,7 @@ def test_a_fifo_is_refused_without_hanging(tmp_path: Path, name: str, where: str
     assert run.exit_code == code, run.stdout + run.stderr
     assert stat.S_ISFIFO(os.lstat(path).st_mode)
     if code in (8, 9):
-        assert "is not a regular file" in run.stderr
+        assert "is not a regular file" in run.stdout + run.stderr  # status says it in its report
 
 
 def special_file(path: Path, kind: str) -> Any:
@@ -418,7 +422,7 @@ def test_devices_sockets_and_directories_are_refused(cli, tmp_path: Path, kind: 
     keep = special_file(home / "auth.json", kind)
     try:
         for name, code in (("seed", 8), ("seed --force", 8), ("refresh", 8), ("restore", 8), ("persist", 8),
-                           ("status", ExitCode.INVALID)):
+                           ("status", ExitCode.FILESYSTEM)):
             args, env = command(name, home, url)
             run = cli(*args, env=env)
             assert run.exit_code == code, (name, run.stdout + run.stderr)

@@ -64,7 +64,7 @@ def test_a_json_syntax_error_names_its_position_once(tmp_path: Path) -> None:
     assert "at at" not in error and "line 1, column" in error, error
 
 
-# -- CODEX_HOME ----------------------------------------------------------------------------------------------------------
+# -- CODEX_HOME --------------------------------------------------------------------------------------------------------
 
 COMMANDS = [
     ["seed"], ["refresh"], ["status"], ["restore", "--from", "file://{store}"], ["persist", "--to", "file://{store}"],
@@ -157,7 +157,7 @@ def test_help_texts_fit_their_options(tmp_path: Path) -> None:
     assert "--store URL" in keepalive and "--lease-ttl DURATION" in keepalive and "<str>" not in keepalive
 
 
-# -- waits, stores ---------------------------------------------------------------------------------------------------------
+# -- waits, stores -----------------------------------------------------------------------------------------------------
 
 def test_a_long_lock_wait_is_said_once(tmp_path: Path) -> None:
     home = tmp_path / "h"

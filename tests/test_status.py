@@ -56,7 +56,7 @@ def test_status_human_table(cli, home: Path) -> None:
 
 def test_status_missing(cli, home: Path) -> None:
     run = cli("status", "--json", "--codex-home", str(home))
-    assert run.exit_code == ExitCode.MISSING
+    assert run.exit_code == ExitCode.FILESYSTEM  # no CODEX_HOME at all: unusable, as for every command
     assert json.loads(run.stdout)["problem"].endswith("does not exist")
     assert not home.exists()  # status never creates anything
     home.mkdir()
@@ -72,13 +72,13 @@ def test_status_invalid(cli, home: Path, content: bytes) -> None:
     assert (home / "auth.json").read_bytes() == content
 
 
-def test_status_symlink_is_invalid(cli, home: Path, tmp_path: Path) -> None:
+def test_status_symlink_is_unusable(cli, home: Path, tmp_path: Path) -> None:
     target = tmp_path / "real.json"
     target.write_text(json.dumps(login()))
     home.mkdir()
     (home / "auth.json").symlink_to(target)
     run = cli("status", "--json", "--codex-home", str(home))
-    assert run.exit_code == ExitCode.INVALID
+    assert run.exit_code == ExitCode.FILESYSTEM
     assert "symlink" in json.loads(run.stdout)["problem"]
 
 

@@ -19,7 +19,7 @@ from botocore.stub import Stubber
 from storetargets import StoreTarget
 from target_aws import MotoServer, free_port
 
-from codex_ci.errors import ExitCode, InvalidAuthError, StoreError
+from codex_ci.errors import ConfigError, ExitCode, InvalidAuthError, StoreError
 from codex_ci.stores import StoreConflict
 from codex_ci.stores.aws import AwsStore, open_store
 
@@ -225,23 +225,23 @@ def test_no_region(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for var in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    with pytest.raises(StoreError) as caught:
+    with pytest.raises(ConfigError) as caught:  # a setup error (exit 2), found before any call
         open_store("codex/login", {})
-    assert "region" in str(caught.value)
+    assert "region" in str(caught.value) and caught.value.exit_code == 2
 
 
 def test_missing_boto3_names_the_extra() -> None:
     code = (
         "import sys; sys.modules['boto3'] = None\n"
         "from codex_ci.stores import open_store\n"
-        "from codex_ci.errors import StoreError\n"
+        "from codex_ci.errors import ConfigError\n"
         "try:\n    open_store('aws://codex/login', {'AWS_REGION': 'us-east-1'})\n"
-        "except StoreError as exc:\n    print(exc.exit_code, exc, '|', exc.hint)\n"
+        "except ConfigError as exc:\n    print(exc.exit_code, exc, '|', exc.hint)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("9 ") and "boto3" in out.stdout and "pip install 'codex-ci[aws]'" in out.stdout
+    assert out.stdout.startswith("2 ") and "boto3" in out.stdout and "pip install 'codex-ci[aws]'" in out.stdout
 
 
 # --- AWS's own answers, through botocore's Stubber ------------------------------------------------------------

@@ -267,18 +267,18 @@ def test_missing_sdk_names_the_extra_and_nothing_is_imported_early() -> None:
         "import codex_ci.stores.gcp\n"
         "print(sorted(m for m in sys.modules if m.startswith(('google', 'grpc'))))\n"
         "sys.modules['google.cloud.secretmanager'] = None\n"
-        "from codex_ci.errors import StoreError\n"
+        "from codex_ci.errors import ConfigError\n"
         "from codex_ci.stores import open_store\n"
         "try:\n"
         "    open_store('gcp://projects/p/secrets/s', {})\n"
-        "except StoreError as e:\n"
+        "except ConfigError as e:\n"
         "    print(e.exit_code, e, '|', e.hint)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     early, error = proc.stdout.splitlines()
     assert early == "[]"
-    assert error.startswith("9 the gcp store needs google-cloud-secret-manager")
+    assert error.startswith("2 the gcp store needs google-cloud-secret-manager")
     assert "pip install 'codex-ci[gcp]'" in error
 
 

@@ -323,9 +323,9 @@ def test_missing_mount_and_kv_v1(vault_target: StoreTarget) -> None:
 
 def test_missing_hvac_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "hvac", None)
-    with pytest.raises(StoreError) as caught:
+    with pytest.raises(ConfigError) as caught:
         open_store("vault://secret/a", {"VAULT_ADDR": "http://127.0.0.1:1", "VAULT_TOKEN": "t"})
-    assert caught.value.exit_code == ExitCode.STORE
+    assert caught.value.exit_code == ExitCode.USAGE
     assert "codex-ci[vault]" in (caught.value.hint or "")
 
 
