@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Install codex-ci (with only the chosen store's extra) into a private venv; the caller's Python is untouched.
+# Install codex-ci (with only the chosen store's locked requirements) into a private venv.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-install_codex_ci "$CODEX_CI_PYTHON" "$CODEX_CI_VENV" "${CODEX_CI_EXTRA:-}" "${CODEX_CI_VERSION_INPUT:-}"
+extra=$(extra_for "${CODEX_CI_STORE_INPUT:-}")
+venv="${RUNNER_TEMP:?}/codex-ci-venv-$extra"
+install_codex_ci "${CODEX_CI_PYTHON:?}" "$venv" "$extra"
+echo "venv=$venv" >> "$GITHUB_OUTPUT"

@@ -37,16 +37,19 @@ export_setting CODEX_CI_GCP_PROJECT "${CODEX_CI_GCP_PROJECT_INPUT:-}"
 
 if [ -n "$store" ]; then
   # restore's workflow commands (its masks, an ::error) are held back until its exit code is known, so that an
-  # empty store about to be seeded from auth-json is a notice, not an error annotation. It prints no token.
-  commands=$(mktemp)
+  # empty store about to be seeded from auth-json is a notice, not an error annotation. It prints no token, and
+  # its output stays in this shell's memory: no file holds the mask lines (printf, not a here-string, which older
+  # bash writes to a temporary file).
   status=0
-  "$cli" restore --from "$store" > "$commands" || status=$?
-  if [ "$status" -eq 4 ] && [ -n "${CODEX_AUTH_JSON:-}" ]; then
-    grep -v '^::error' "$commands" || true
-  else
-    cat "$commands"
+  commands=$("$cli" restore --from "$store") || status=$?
+  if [ -n "$commands" ]; then
+    if [ "$status" -eq 4 ] && [ -n "${CODEX_AUTH_JSON:-}" ]; then
+      printf '%s\n' "$commands" | grep -v '^::error' || true
+    else
+      printf '%s\n' "$commands"
+    fi
   fi
-  rm -f "$commands"
+  unset commands
   if [ "$status" -eq 4 ] && [ -n "${CODEX_AUTH_JSON:-}" ]; then
     echo "::notice title=codex-ci::the store holds no login yet: seeding it from auth-json"
     "$cli" seed

@@ -5,8 +5,10 @@ set -euo pipefail
 
 store="${CODEX_CI_STORE_INPUT:-${CODEX_CI_STORE_URL:-}}"
 [ -n "$store" ] || fail 2 "no store: pass store, or run the codex-auth step with a store first"
+single_line store "$store"
 home="${CODEX_CI_HOME_INPUT:-${CODEX_HOME:-}}"
 [ -n "$home" ] || fail 2 "no CODEX_HOME: pass codex-home, or run the codex-auth step first"
+single_line codex-home "$home" # it is echoed into a ::warning below
 export CODEX_HOME="$home"
 
 if [ ! -e "$home/auth.json" ]; then
@@ -18,6 +20,6 @@ fi
 venv="${CODEX_CI_VENV:-}"
 if [ -z "$venv" ] || [ ! -x "$venv/bin/codex-ci" ]; then
   venv="${RUNNER_TEMP:?}/codex-ci-venv-persist"
-  install_codex_ci "${CODEX_CI_PYTHON:?}" "$venv" "$(extra_for "$store")" "" >&2
+  install_codex_ci "${CODEX_CI_PYTHON:?}" "$venv" "$(extra_for "$store")" >&2
 fi
 "$venv/bin/codex-ci" persist --to "$store"

@@ -1,11 +1,13 @@
-"""action_setup: what the GitHub Action costs a job before the job's own work, cold and warm.
+"""action_setup: what the GitHub Action costs a job before the job's own work, and the old pip install beside it.
 
 The composite action runs under tests/actionrunner.py as tests/test_action.py runs it: from a copy of what git
-would commit (as the runner downloads ``org/codex-auth-action@v1``), on a simulated runner machine whose
-``actions/cache`` survives from job to job, against the tests' strict token server. Mode: a file store holding a
-stale login, so every run restores it, rotates it once (one POST) and exports CODEX_HOME; the persist action
-follows. Cold: a new runner machine (cache miss), so the action makes its venv and pip-installs codex-ci from its
-checkout; warm: the same machine again (cache hit). Every step and the whole action are timed.
+would commit (as the runner downloads ``org/codex-auth-action@v1``), against the tests' strict token server. Mode:
+a file store holding a stale login, so every run restores it, rotates it once (one POST) and exports CODEX_HOME;
+the persist action follows. The action installs codex-ci afresh in every job (no cache of installed code): uv from
+a hash-pinned requirement, the store's hash-locked requirements, codex-ci from the checkout with --no-deps.
+Cold: a new runner machine and an empty uv download cache; warm-download: the same machine, uv's download cache
+filled (a self-hosted runner keeps it). The old path (``python -m venv`` + ``pip install`` of the checkout, pip's
+cache disabled), which the action used before, is timed in the same run on the same copy.
 """
 
 from __future__ import annotations
@@ -36,19 +38,20 @@ Result: TypeAlias = Any
 Runner: TypeAlias = Any
 
 COLD_RUNS = 2
-WARM_RUNS = 3
-INSTALL = "Install codex-ci"
+WARM_RUNS = 2
+INSTALL = "install"
 RUN = "run"  # the step that seeds or restores, then refreshes: the action's own work, not setup
 TOKEN = "bench-rt-0"
 HOW = (
     "the composite action (action.yml) run by tests/actionrunner.py as tests/test_action.py runs it: from a copy "
-    "of the files git would commit, on a simulated runner machine whose actions/cache survives between jobs, "
-    "with the strict loopback token server. Mode: `store: file://...` holding a stale login, so each run restores "
-    "it, rotates it once and exports CODEX_HOME; then the persist action. Cold: a new runner machine each time "
-    "(cache miss: `python -m venv` plus `pip install` of codex-ci from the action's checkout, with pip's own "
-    f"cache disabled as on a fresh runner), {COLD_RUNS} runs; warm: the same machine again (cache hit: the venv is "
-    f"restored, the install skipped), median of {WARM_RUNS} runs. Each step is timed from its start to its end "
-    "as the harness runs it; setup = the whole action less its `run` step."
+    "of the files git would commit, with the strict loopback token server. Mode: `store: file://...` holding a "
+    "stale login, so each run restores it, rotates it once and exports CODEX_HOME; then the persist action. Every "
+    "run installs codex-ci afresh (uv, hash-locked requirements, codex-ci from the checkout with --no-deps; no "
+    f"cache of installed code). Cold: a new runner machine with an empty uv download cache, {COLD_RUNS} runs; "
+    f"then {WARM_RUNS} runs on the same machine with uv's download cache filled. The old install path (`python -m "
+    "venv` plus `pip install` of the checkout, pip's cache disabled) is timed in the same run, once after each "
+    "cold run. Each step is timed from its start to its end as the harness runs it; setup = the whole action less "
+    "its `run` step."
 )
 
 
@@ -106,8 +109,7 @@ def _timed_run(job: Job, action: Path, inputs: dict[str, str]) -> tuple[Result, 
     if len(ran) != len(spans):
         raise RuntimeError(f"timed {len(spans)} steps but {len(ran)} ran")
     skipped = [name for name in result.steps if result.steps[name]["outcome"] == "skipped"]
-    hit = result.steps.get("cache", {}).get("outputs", {}).get("cache-hit") == "true"
-    return result, Timed(total, dict(zip(ran, spans, strict=True)), skipped, dict(result.outputs), hit)
+    return result, Timed(total, dict(zip(ran, spans, strict=True)), skipped, dict(result.outputs))
 
 
 def _stale(path: Path) -> None:
@@ -143,18 +145,37 @@ def run() -> Outcome:
     with tempfile.TemporaryDirectory(prefix="codex-ci-bench-action-") as tmp:
         work = Path(tmp)
         action = _action_copy(work / "_actions" / "org" / "codex-auth-action" / "v1")
-        base = clean_env(PIP_NO_CACHE_DIR="1")  # a fresh runner has no pip cache; the action's cache is the venv
         store = work / "store" / "codex.json"
-        machines = [harness.Runner(work / f"runner-{n}", base_env=base) for n in range(COLD_RUNS)]  # new: a miss
-        cold = []
-        for n, machine in enumerate(machines):
-            print(f"action_setup: cold run {n + 1} of {COLD_RUNS} (venv + pip install)", file=sys.stderr, flush=True)
+        cold, pip_old = [], []
+        for n in range(COLD_RUNS):
+            # a new machine: no uv download cache, no pip cache (pip only bootstraps uv here)
+            base = clean_env(PIP_NO_CACHE_DIR="1", UV_CACHE_DIR=str(work / f"uv-cache-{n}"))
+            machine = harness.Runner(work / f"runner-{n}", base_env=base)
+            print(f"action_setup: cold run {n + 1} of {COLD_RUNS} (uv, locked)", file=sys.stderr, flush=True)
             cold.append(_job(machine, action, store))
-        print(f"action_setup: {WARM_RUNS} warm runs", file=sys.stderr, flush=True)
-        warm = [_job(machines[-1], action, store) for _ in range(WARM_RUNS)]  # the same machine: a hit
+            print(f"action_setup: old pip install {n + 1} of {COLD_RUNS}", file=sys.stderr, flush=True)
+            pip_old.append(_old_pip_install(action, work / f"old-venv-{n}"))
+        print(f"action_setup: {WARM_RUNS} runs with uv's download cache filled", file=sys.stderr, flush=True)
+        warm = [_job(machine, action, store) for _ in range(WARM_RUNS)]  # the last machine: its uv cache is full
         names = _step_names(action / "action.yml")
         venv_s = _venv_seconds(work / "venv-probe")
-    return _outcome(cold, warm, names, venv_s)
+    return _outcome(cold, warm, pip_old, names, venv_s)
+
+
+def _old_pip_install(action: Path, venv: Path) -> float:
+    """The install the action did before: ``python -m venv`` then ``pip install`` of its checkout (build isolation,
+    dependencies resolved by pip, no hashes), pip's cache disabled as on a fresh runner."""
+    python = Path(sys.base_prefix) / "bin" / "python3"
+    env = clean_env(PIP_NO_CACHE_DIR="1")
+    started = time.perf_counter()
+    subprocess.run([str(python), "-m", "venv", str(venv)], check=True, timeout=600, stdin=subprocess.DEVNULL,
+                   capture_output=True, env=env)
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
+                    "--quiet", str(action)], check=True, timeout=600, stdin=subprocess.DEVNULL, capture_output=True,
+                   env=env)
+    seconds = time.perf_counter() - started
+    subprocess.run([str(venv / "bin" / "codex-ci"), "--version"], check=True, timeout=60, capture_output=True)
+    return seconds
 
 
 def _venv_seconds(path: Path) -> float:
@@ -166,13 +187,8 @@ def _venv_seconds(path: Path) -> float:
     return time.perf_counter() - started
 
 
-def _size_mb(runs: list[tuple[Timed, Timed]]) -> str:
-    sizes = [a.extra.get("venv_bytes", 0) for a, _ in runs]
-    return f"{max(sizes) / 1e6:.0f}" if any(sizes) else "?"
-
-
-def _outcome(cold: list[tuple[Timed, Timed]], warm: list[tuple[Timed, Timed]], names: list[str],
-             venv_s: float) -> Outcome:
+def _outcome(cold: list[tuple[Timed, Timed]], warm: list[tuple[Timed, Timed]], pip_old: list[float],
+             names: list[str], venv_s: float) -> Outcome:
     def step_ms(runs: list[tuple[Timed, Timed]], name: str) -> str:
         values = [auth.steps[name] for auth, _ in runs if name in auth.steps]
         return f"{ms(median(values))} ms" if values else "skipped"
@@ -181,7 +197,7 @@ def _outcome(cold: list[tuple[Timed, Timed]], warm: list[tuple[Timed, Timed]], n
         return auth.total - auth.steps.get(RUN, 0.0)
 
     rows = []
-    for prefix, runs in (("cold", cold), ("warm", warm)):
+    for prefix, runs in (("cold", cold), ("uv download cache filled", warm)):
         each = ", ".join(str(ms(a.total)) for a, _ in runs)
         whole, setup_ms = ms(median([a.total for a, _ in runs])), ms(median([setup(a) for a, _ in runs]))
         rows.append(Row(f"{prefix}: whole action", f"median {whole} ms (runs: {each})"))
@@ -189,10 +205,15 @@ def _outcome(cold: list[tuple[Timed, Timed]], warm: list[tuple[Timed, Timed]], n
         for name in names:
             rows.append(Row(f"{prefix}: step `{name}`", step_ms(runs, name)))
         rows.append(Row(f"{prefix}: persist action", f"{ms(median([p.total for _, p in runs]))} ms"))
+    old_each = ", ".join(str(ms(s)) for s in pip_old)
+    rows.append(Row("old path, cold: venv + pip install of the checkout",
+                    f"median {ms(median(pip_old))} ms (runs: {old_each})"))
+    install_new = median([a.steps[INSTALL] for a, _ in cold])
+    rows.append(Row("cold install: uv (locked) vs the old pip path",
+                    f"{ms(install_new)} ms vs {ms(median(pip_old))} ms ({median(pip_old) / install_new:.1f}x)"))
     checks = [
-        ("cold runs missed the cache and installed", all(not a.cache_hit and INSTALL in a.steps for a, _ in cold)),
-        ("warm runs hit the cache and skipped the install",
-         all(a.cache_hit and INSTALL in a.skipped for a, _ in warm)),
+        ("every run installed afresh (no installed code from a cache)",
+         all(a.steps.get(INSTALL) is not None and INSTALL not in a.skipped for a, _ in cold + warm)),
         ("every run: 1 POST, refreshed, no reuse, CODEX_HOME and store hold the live token",
          all(a.posts == 1 and a.extra["refreshed"] == "true" and a.extra["reused"] == 0 and a.extra["home_current"]
              and a.extra["store_current"] for a, _ in cold + warm)),
@@ -200,26 +221,23 @@ def _outcome(cold: list[tuple[Timed, Timed]], warm: list[tuple[Timed, Timed]], n
          all(p.outputs.get("persisted") == "unchanged" for _, p in cold + warm)),
     ]
     rows += [Row(label, "yes" if ok else "NO", "yes", ok) for label, ok in checks]
-    install = median([a.steps[INSTALL] for a, _ in cold])
-    restore = median([a.steps["cache"] for a, _ in warm])
     notes = [
-        "Measured on this machine (2 shared CPUs), not on a GitHub runner, with this machine's pip configuration: "
-        "a local package index (extra indexes and a wheel directory on this disk) next to PyPI. On a GitHub "
-        "runner pip downloads everything from PyPI, `actions/setup-python` may download a Python, and "
-        "`actions/cache` restores and saves a tarball over the network; here setup-python and actions/cache are "
-        "simulated by the harness (a cache restore is a local directory copy). So the cold install and the warm "
-        "cache restore show the shape of the cost, not what a hosted runner will see.",
-        f"Cold: the install step (venv + pip install from the checkout, including building codex-ci's wheel in an "
-        f"isolated build environment; `python -m venv` alone takes {ms(venv_s)} ms here) took {ms(install)} ms "
-        f"of the action's "
-        f"{ms(median([a.total for a, _ in cold]))} ms. Warm: restoring the cached venv (a copy of "
-        f"{_size_mb(warm)} MB here) took {ms(restore)} ms and the `{RUN}` step (two codex-ci processes: restore, "
-        f"then the distributed refresh with its one rotation) {ms(median([a.steps[RUN] for a, _ in warm]))} ms. "
-        "The persist action (one codex-ci process) reuses the venv the action exported.",
+        "Measured on this machine (2 shared CPUs), not on a GitHub runner. uv downloads from the public package "
+        "index; pip (the old path, and pip's bootstrap of uv) uses this machine's pip configuration, which adds "
+        "local indexes on this disk next to it, so the old path is if anything favoured here. setup-python is "
+        "simulated by the harness (and skipped when a runner Python matches). On a hosted runner both paths "
+        "download over the network; the figures show the shape of the cost, not what a hosted runner will see.",
+        f"Cold: the install step (a pip-installed uv, `uv venv`, the store's locked requirements and setuptools by "
+        f"hash, codex-ci from the checkout with --no-deps) took {ms(install_new)} ms of the action's "
+        f"{ms(median([a.total for a, _ in cold]))} ms; the old path (venv + pip install with build isolation, "
+        f"unhashed) took {ms(median(pip_old))} ms; `python -m venv` alone takes {ms(venv_s)} ms here. With uv's "
+        f"download cache filled (hash-checked on use, as a self-hosted runner would keep it) the install step took "
+        f"{ms(median([a.steps[INSTALL] for a, _ in warm]))} ms. The persist action reuses the action's venv.",
     ]
     data = {
         "cold_runs": COLD_RUNS, "warm_runs": WARM_RUNS, "venv_alone_ms": ms(venv_s),
+        "old_pip_install_ms": [ms(s) for s in pip_old],
         "cold": [{"action": a.__dict__, "persist": p.__dict__} for a, p in cold],
-        "warm": [{"action": a.__dict__, "persist": p.__dict__} for a, p in warm],
+        "uv_cache_filled": [{"action": a.__dict__, "persist": p.__dict__} for a, p in warm],
     }
     return Outcome("action_setup", HOW, rows, data, notes, passed=all(ok for _, ok in checks))

@@ -25,6 +25,7 @@ from codex_ci.errors import (
     AccessOnlyError,
     ConfigError,
     ConflictError,
+    FileSystemError,
     InvalidAuthError,
     LockTimeoutError,
     MissingAuthError,
@@ -83,7 +84,8 @@ def restore(
 
     ``access_only`` (or a store holding an access-only copy, a handout) writes the copy whose refresh token is a
     placeholder; with ``min_ttl`` such a copy is refused when its access token would not outlast it."""
-    ensure_home(home, create=True)  # an unusable CODEX_HOME fails before the store is read
+    if home.exists() and not home.is_dir():  # an unusable CODEX_HOME fails before the store is read
+        raise FileSystemError(f"CODEX_HOME {home} is not a directory")
     stored = store.read()
     if stored is None:
         raise MissingAuthError(

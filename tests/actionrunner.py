@@ -6,7 +6,8 @@ carries what one job accumulates: ``$GITHUB_ENV``, ``$GITHUB_PATH`` and the mask
 inputs)`` evaluates ``if:`` and ``${{ }}`` (a deliberately small subset: anything else raises), simulates the
 few ``uses:`` actions the action calls, runs ``run:`` steps with ``bash --noprofile --norc -eo pipefail``,
 applies the workflow-command protocol to their output and records every line in which a secret was visible
-unmasked (a leak). Runner-only behaviour such as the ``post:`` step and job outputs is out of scope.
+unmasked (a leak). ``Runner(os_name=...)`` sets ``runner.os`` and ``RUNNER_OS`` (e.g. ``Windows``). Runner-only
+behaviour such as the ``post:`` step and job outputs is out of scope.
 """
 
 from __future__ import annotations
@@ -171,8 +172,8 @@ class Runner:
     """One runner machine under ``root``. Each job's steps start from ``base_env``, by default this process's
     environment (read when the job starts) without its GitHub Actions variables."""
 
-    def __init__(self, root: Path, base_env: Mapping[str, str] | None = None) -> None:
-        self.root, self.base_env = root, base_env
+    def __init__(self, root: Path, base_env: Mapping[str, str] | None = None, os_name: str = "Linux") -> None:
+        self.root, self.base_env, self.os_name = root, base_env, os_name
         self.temp, self.workspace = root / "temp", root / "workspace"
         self.cache_dir = root / "actions-cache"
         self.cache: dict[tuple[str, str], Path] = {}  # (key, path) -> saved copy, as actions/cache versions by path
@@ -215,7 +216,7 @@ class Job:
         result = Result(0, {}, steps, {}, [], [], [], [])
         contexts: dict[str, Any] = {
             "inputs": values, "steps": steps, "env": self.env,
-            "runner": {"temp": str(self.runner.temp), "os": "Linux", "arch": "X64"},
+            "runner": {"temp": str(self.runner.temp), "os": self.runner.os_name, "arch": "X64"},
             "github": {"action_path": str(action_dir)},
         }
         for index, step in enumerate(action["runs"]["steps"]):
@@ -284,7 +285,7 @@ class Job:
         env = self.base_env | self.env | step_env | {k: str(v) for k, v in files.items()} | {
             "GITHUB_ACTIONS": "true", "GITHUB_ACTION_PATH": str(action_dir), "RUNNER_TEMP": str(self.runner.temp),
             "GITHUB_WORKSPACE": str(self.runner.workspace),
-            "RUNNER_OS": "Linux", "RUNNER_ARCH": "X64", "CI": "true",
+            "RUNNER_OS": self.runner.os_name, "RUNNER_ARCH": "X64", "CI": "true",
         }
         env["PATH"] = ":".join([*reversed(self.path), env.get("PATH", "")])
         proc = subprocess.run(

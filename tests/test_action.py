@@ -1,8 +1,9 @@
 """The composite actions end to end, run by tests/actionrunner.py the way the GitHub runner runs them.
 
-One simulated runner machine serves the whole module: its ``actions/cache`` keeps the codex-ci venv the action
-installs, so pip runs once per store extra (``core`` and ``vault``) and every later job restores it. The action
-runs from a snapshot of the repository, as the runner runs ``org/codex-auth-action@v1`` from its download.
+One simulated runner machine serves the whole module. Every job installs codex-ci afresh, as on a hosted runner:
+from the action's checkout with ``--no-deps`` plus the store's hash-locked requirements, by uv (whose download
+cache, checked against those hashes, is the only thing shared between jobs). The action runs from a snapshot of
+the repository, as the runner runs ``org/codex-auth-action@v1`` from its download.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from actionrunner import Job, Result, Runner
 from conftest import ROOT, assert_no_secrets, login
 from storetargets import StoreTarget
@@ -23,7 +25,7 @@ from tokenserver import TokenServer
 
 from codex_ci.errors import ExitCode
 
-INSTALL = "Install codex-ci"
+INSTALL = "install"
 CODEX_BIN = os.environ.get("CODEX_CI_CODEX_BIN") or str(ROOT / ".cache" / "codex" / "node_modules" / ".bin" / "codex")
 pytestmark = pytest.mark.timeout(240)
 
@@ -131,8 +133,7 @@ def test_two_jobs_share_one_rotating_login_through_vault(
     job2 = machine.job(workflow_env, canaries=canaries)
     assert not Path(home).exists()
     second = run_auth(job2, action, **inputs)
-    assert second.steps["cache"]["outputs"]["cache-hit"] == "true"
-    assert second.steps[INSTALL]["outcome"] == "skipped"
+    assert second.steps[INSTALL]["outcome"] == "success"  # installed again: nothing is restored from a cache
     assert second.outputs["refreshed"] == "false"
     assert second.outputs["store-version"] == current.version
     assert second.outputs["expires-at"] == first.outputs["expires-at"]
@@ -180,16 +181,52 @@ def test_seed_only(machine: Runner, action: Path, token_server: TokenServer, ref
     assert_clean(result, *tokens_of(seed))
 
 
-def test_the_venv_cache_skips_the_install(machine: Runner, action: Path, token_server: TokenServer) -> None:
+def test_no_installed_code_comes_from_a_cache(machine: Runner, action: Path, token_server: TokenServer) -> None:
+    """Neither action restores a cache, and a venv left at the action's path is replaced, never trusted."""
+    for action_file in (action / "action.yml", action / "persist" / "action.yml"):
+        for step in yaml.safe_load(action_file.read_text())["runs"]["steps"]:
+            assert "cache" not in str(step.get("uses", "")), (action_file, step["uses"])
+            assert not {k for k in step.get("with") or {} if "cache" in k}, (action_file, step["with"])
+    job = machine.job()
+    planted = machine.temp / "codex-ci-venv-core" / "bin" / "codex-ci"
+    planted.parent.mkdir(parents=True)
+    planted.write_text("#!/bin/sh\necho PLANTED-CODE-RAN\n")
+    planted.chmod(0o755)
+    result = run_auth(job, action, **{"auth-json": json.dumps(stale_login()), "refresh": "never"})
+    assert result.steps[INSTALL]["outcome"] == "success"
+    assert result.steps[INSTALL]["outputs"]["venv"] == str(planted.parent.parent)
+    assert "PLANTED-CODE-RAN" not in "\n".join(result.log) and "PLANTED" not in planted.read_text()
+    assert Path(result.exported_env["CODEX_CI_VENV"], "bin", "codex-ci").exists()
+
+
+def test_the_runner_python_is_used_when_it_matches(machine: Runner, action: Path, token_server: TokenServer
+                                                   ) -> None:
+    """A Python >= 3.11 on PATH is used as is; a range nothing on the runner meets falls back to setup-python."""
     inputs = {"auth-json": json.dumps(stale_login()), "refresh": "never"}
-    first = run_auth(machine.job(), action, **inputs)  # fills the cache unless an earlier test did
-    hit = first.steps["cache"]["outputs"].get("cache-hit") == "true"
-    assert first.steps[INSTALL]["outcome"] == ("skipped" if hit else "success")
-    second = run_auth(machine.job(), action, **inputs)
-    assert second.steps["cache"]["outputs"]["cache-hit"] == "true"
-    assert second.steps[INSTALL]["outcome"] == "skipped"
-    assert second.steps["Save the codex-ci environment"]["outcome"] == "skipped"
-    assert Path(second.exported_env["CODEX_CI_VENV"], "bin", "codex-ci").exists()
+    found = run_auth(machine.job(), action, **inputs)
+    assert found.steps["find"]["outputs"]["python-path"] != ""
+    assert found.steps["python"]["outcome"] == "skipped"
+    fallback = run_auth(machine.job(), action, **inputs, **{"python-version": ">=3.11,<3.11"})
+    assert fallback.steps["find"]["outputs"]["python-path"] == ""
+    assert fallback.steps["python"]["outcome"] == "success"
+    assert fallback.steps[INSTALL]["outcome"] == "success"
+
+
+@pytest.mark.parametrize("bad", ["3.12; rm -rf /", "pypy3.10", "3.11\n::error::injected"])
+def test_python_version_is_checked(machine: Runner, action: Path, bad: str) -> None:
+    result = machine.job().run(action, {"auth-json": "{}", "python-version": bad})
+    assert result.status == ExitCode.USAGE
+    assert result.steps[INSTALL]["outcome"] == "skipped"
+    assert len(result.errors) == 1 and "python-version" in result.errors[0].message
+    assert "injected" not in "\n".join(result.log)
+
+
+def test_windows_fails_fast_with_one_error(tmp_path: Path, action: Path) -> None:
+    windows = Runner(tmp_path / "windows", os_name="Windows")
+    result = windows.job().run(action, {"auth-json": "{}"})
+    assert result.status != 0
+    assert [e.message for e in result.errors] == ["codex-ci runs on Linux and macOS runners only, not on Windows"]
+    assert [name for name, step in result.steps.items() if step["outcome"] != "skipped"] == ["find"]
 
 
 def test_bad_auth_json_fails_with_an_annotation(machine: Runner, action: Path, token_server: TokenServer) -> None:

