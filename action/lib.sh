@@ -15,6 +15,7 @@ extra_for() { # the store extra (and lock file) a store URL needs
     vault*) echo vault ;;
     aws*) echo aws ;;
     gcp*) echo gcp ;;
+    github*) echo github ;;
     *) echo core ;;
   esac
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerate the action's hash-locked requirements from scripts/constraints.txt: one file per store extra
-# (requirements-core.txt, -vault, -aws, -gcp), setuptools for building codex-ci from this checkout
+# (requirements-core.txt, -vault, -aws, -gcp, -github), setuptools for building codex-ci from this checkout
 # (requirements-build.txt) and uv itself (requirements-uv.txt). Run from a development checkout after changing
 # pyproject.toml's dependencies or scripts/constraints.txt; tests/test_release.py fails while they drift.
 # Usage: action/lock.sh [OUTDIR] (default: action/). Needs uv (the `test` extra installs the pinned one).
@@ -19,7 +19,7 @@ compile() { # compile OUTPUT ARGS...: a universal (Linux and macOS, Python 3.11+
     --exclude-newer "$EXCLUDE_NEWER" \
     --constraints scripts/constraints.txt "$@" --output-file "$output"
 }
-for extra in core vault aws gcp; do
+for extra in core vault aws gcp github; do
   if [ "$extra" = core ]; then
     compile "$out/requirements-core.txt" pyproject.toml
   else

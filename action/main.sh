@@ -16,6 +16,10 @@ store="${CODEX_CI_STORE_INPUT:-}"
 refresh="${CODEX_CI_REFRESH_INPUT:-auto}"
 case "$refresh" in auto | always | never) ;; *) fail 2 "refresh must be auto, always or never" ;; esac
 home="${CODEX_CI_HOME_INPUT:-${RUNNER_TEMP:?}/codex-home}"
+access_only="${CODEX_CI_ACCESS_ONLY_INPUT:-false}"
+case "$access_only" in true | false) ;; *) fail 2 "access-only must be true or false" ;; esac
+copy=()
+[ "$access_only" = false ] || copy=(--access-only)
 
 export_setting CODEX_HOME "$home"
 export_setting CODEX_CI_VENV "$CODEX_CI_VENV"
@@ -41,7 +45,7 @@ if [ -n "$store" ]; then
   # its output stays in this shell's memory: no file holds the mask lines (printf, not a here-string, which older
   # bash writes to a temporary file).
   status=0
-  commands=$("$cli" restore --from "$store") || status=$?
+  commands=$("$cli" restore --from "$store" ${copy[@]+"${copy[@]}"}) || status=$?
   if [ -n "$commands" ]; then
     if [ "$status" -eq 4 ] && [ -n "${CODEX_AUTH_JSON:-}" ]; then
       printf '%s\n' "$commands" | grep -v '^::error' || true
@@ -54,6 +58,7 @@ if [ -n "$store" ]; then
     echo "::notice title=codex-ci::the store holds no login yet: seeding it from auth-json"
     "$cli" seed
     "$cli" persist --to "$store"
+    [ "$access_only" = false ] || "$cli" restore --from "$store" --access-only --force
   elif [ "$status" -ne 0 ]; then
     exit "$status"
   fi
@@ -61,12 +66,18 @@ elif [ -z "${CODEX_AUTH_JSON:-}" ] && [ -e "$home/auth.json" ]; then
   echo "codex-ci: $home/auth.json is already there and no auth-json was given; using it" >&2
 else
   [ -n "${CODEX_AUTH_JSON:-}" ] || fail 4 "give auth-json (the CODEX_AUTH_JSON secret) or a store"
-  "$cli" seed
+  "$cli" seed ${copy[@]+"${copy[@]}"}
 fi
 
 if [ "$refresh" != never ]; then
   args=(refresh)
-  [ -z "$store" ] || args+=(--store "$store")
+  [ -z "$store" ] || [ "$access_only" = true ] || args+=(--store "$store")
   [ "$refresh" != always ] || args+=(--force)
-  "$cli" "${args[@]}"
+  if [ "$access_only" = true ]; then
+    # an access-only copy is never refreshed from the store (that would hand the job the full login): the
+    # exported CODEX_CI_STORE_URL must not reach refresh's --store
+    env -u CODEX_CI_STORE_URL "$cli" "${args[@]}"
+  else
+    "$cli" "${args[@]}"
+  fi
 fi

@@ -54,7 +54,8 @@ StoreOpt = Annotated[
     str | None,
     typer.Option(
         "--store", metavar="URL", envvar="CODEX_CI_STORE_URL", show_envvar=True,
-        help="Secret store URL: vault://MOUNT/PATH, aws://SECRET, gcp://projects/P/secrets/S or file://PATH.",
+        help="Secret store URL: vault://MOUNT/PATH, aws://SECRET, gcp://projects/P/secrets/S, "
+        "github://OWNER/REPO/NAME or file://PATH.",
     ),
 ]
 LeaseTtlOpt = Annotated[
@@ -236,7 +237,7 @@ def refresh(
 
 def _refresh(
     codex_home: str | None, store: str | None, policy: Policy, timeout: float, retries: int, lock_timeout: float,
-    lease_ttl: str, lease_wait: float, title: str, handout: str | None = None,
+    lease_ttl: str, lease_wait: float, title: str, handout: str | None = None, rotator: bool = False,
 ) -> None:
     """One local refresh, or with a store the distributed one; then the report."""
     from codex_ci import files, local
@@ -258,7 +259,7 @@ def _refresh(
         handout_store = _open(handout) if handout else None
         result: Any = sync.distributed_refresh(
             home, opened, policy, lock_timeout=lock_timeout, client=client, on_login=_mask,
-            lease_ttl=ttl, lease_wait=lease_wait,
+            lease_ttl=ttl, lease_wait=lease_wait, rotator=rotator, handout=handout_store,
         )
         extra["store-version"] = result.version or ""
         if handout_store is not None:  # the full login is in the store: only now the access-only copy
@@ -379,7 +380,7 @@ def keepalive(
             age = parse_duration(max_age, "--max-age")
             policy = Policy(ttl, age, refresh_after=age)
         _refresh(codex_home, url, policy, timeout, retries, lock_timeout, lease_ttl, lease_wait, "codex-ci keepalive",
-                 handout)
+                 handout, rotator=True)
         report = read_status(
             files.resolve_home(codex_home), min_ttl=parse_duration(min_ttl, "--min-ttl"), lock_timeout=lock_timeout
         )

@@ -90,7 +90,8 @@ def restore(
     if stored is None:
         raise MissingAuthError(
             f"{store.url} holds no login",
-            hint="Put one there first: `codex-ci seed` on a runner, then `codex-ci persist --to URL`.",
+            hint=getattr(store, "missing_hint", None)  # a write-only store (github) says how to pass it in
+            or "Put one there first: `codex-ci seed` on a runner, then `codex-ci persist --to URL`.",
         )
     remote = _parse_stored(stored, store)
     on_login(remote)
@@ -175,6 +176,14 @@ def _restore_locked(
             if not Stamp.decode(state.base_stamp).newer_than(local.stamp(now)):
                 return SyncResult("kept-local", stored.version, local,
                                   f"{path} changed since version {base} of {store.url}; kept it (persist writes it)")
+        elif (base is not None and base != stored.version and not getattr(store, "compare_and_set", True)
+              and local.stamp(now).newer_than(remote.stamp(now))):
+            # a write-only store (github) has no history to order by: the value passed in is older than the login
+            # this home last wrote or restored there (a run started from an older secret): never go back to it
+            log.warning("%s passed in an older login than the one this home last wrote there (version %s); kept "
+                        "the newer local one", store.url, base)
+            save_state(home, state.with_base(store.url, stored.version, stored.value, remote.stamp(now)))
+            return SyncResult("kept-local", stored.version, local, f"{path} is newer than {store.url}; kept it")
         elif base is None and local.stamp(now).newer_than(remote.stamp(now)):
             # the store's version is this copy's base now, and the digest of its value, so that persist sees a change
             save_state(home, state.with_base(store.url, stored.version, stored.value, remote.stamp(now)))
@@ -314,14 +323,27 @@ def _release(lease: Lease) -> None:
 
 def distributed_refresh(
     home: Path, store: Store, policy: Policy, *, lock_timeout: float, lease_ttl: timedelta, lease_wait: float,
-    client: TokenClient | None = None, on_login: LoginHook = _ignore,
+    client: TokenClient | None = None, on_login: LoginHook = _ignore, rotator: bool = False,
+    handout: Store | None = None,
 ) -> DistributedResult:
     """Restore, and if the login needs a refresh, rotate it once for all runners under a lease in the store.
 
     A runner that finds the stored login rotated since it started never rotates it again, whatever the new token's
-    lifetime: "refreshed since" is told by the refresh token, not by any clock."""
+    lifetime: "refreshed since" is told by the refresh token, not by any clock.
+
+    A store without compare-and-set (github) can hold no lease: refused, except for the rotator (``keepalive``),
+    which rotates serialized by its workflow instead (see serialized_refresh)."""
     from codex_ci.refresh import decide, too_soon
 
+    if not getattr(store, "compare_and_set", True):
+        if not rotator:
+            raise ConfigError(
+                f"{store.url} has no compare-and-set, so runners cannot share a refresh lease on it",
+                hint="Run one serialized rotator instead (`concurrency:` in its workflow): `codex-ci keepalive "
+                "--store URL --handout HANDOUT`, and let jobs restore the handout; or keep the full login in a "
+                "store with compare-and-set (vault, aws, gcp, file).")
+        return serialized_refresh(home, store, policy, lock_timeout=lock_timeout, client=client,
+                                  on_login=on_login, handout=handout)
     check_ttl(lease_ttl)
     first = restore(home, store, lock_timeout=lock_timeout, on_login=on_login)
     if first.action == "kept-local":  # an earlier persist did not land: heal the store first
@@ -400,6 +422,50 @@ def _refresh_under_lease(
                 hint="Run `codex-ci persist --to URL` before this runner goes away, or the new login is lost.",
             ) from None
         lease.keep = False
+    return DistributedResult(True, why, result.auth, saved.version)
+
+
+def serialized_refresh(
+    home: Path, store: Store, policy: Policy, *, lock_timeout: float, client: TokenClient | None = None,
+    on_login: LoginHook = _ignore, handout: Store | None = None,
+) -> DistributedResult:
+    """The rotator on a store without compare-and-set: restore, rotate locally under Codex's locks (no lease: the
+    workflow's ``concurrency:`` keeps one rotator at a time), then write the full login (last writer wins).
+
+    Before anything is restored or sent, every write-only target proves its write credential (``check_writable``),
+    so that a rotation is never made that could not be saved."""
+    from codex_ci.refresh import decide, too_soon
+
+    for target in (store, handout):
+        check = getattr(target, "check_writable", None)
+        if check is not None:
+            check()
+    first = restore(home, store, lock_timeout=lock_timeout, on_login=on_login)
+    if first.action == "kept-local":
+        first = check_persisted(persist(home, store, lock_timeout=lock_timeout, on_login=on_login))
+    auth = first.auth
+    if not auth.is_chatgpt:
+        return DistributedResult(False, f"{auth.mode} login: nothing to refresh", auth, first.version)
+    if auth.is_access_only:
+        return DistributedResult(False, access_only_check(auth, utcnow(), policy), auth, first.version)
+    why = decide(auth, utcnow(), policy)
+    if why is None:
+        return DistributedResult(False, "the access token is fresh enough", auth, first.version)
+    hold = too_soon(auth, utcnow(), read_state(home).refresh_not_before)
+    if hold is not None:
+        return DistributedResult(False, hold, auth, first.version)
+    with interrupts.rotation():  # from before the POST until the new login is in the store
+        result = refresh_home(home, replace(policy, force=True), lock_timeout=lock_timeout, client=client,
+                              on_login=on_login, expected=auth.refresh_token)
+        if not result.refreshed:
+            return DistributedResult(False, result.reason, result.auth, first.version)
+        try:
+            saved = check_persisted(persist(home, store, lock_timeout=lock_timeout, on_login=on_login))
+        except (StoreError, ConflictError) as exc:
+            raise UnsavedRotation(
+                f"refreshed locally but could not save to {store.url}: {exc.message}",
+                hint="Run `codex-ci persist --to URL` before this runner goes away, or the new login is lost.",
+            ) from None
     return DistributedResult(True, why, result.auth, saved.version)
 
 

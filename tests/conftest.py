@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from codex_ci.cli import app
 
-pytest_plugins = ["target_file", "target_vault", "target_aws", "target_gcp"]
+pytest_plugins = ["target_file", "target_vault", "target_aws", "target_gcp", "target_github"]
 
 ROOT = Path(__file__).resolve().parent.parent
 JWT = re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}")

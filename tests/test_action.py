@@ -259,3 +259,30 @@ def test_refresh_input_is_checked(machine: Runner, action: Path) -> None:
     assert [e.message for e in result.errors] == ["refresh must be auto, always or never"]
     assert_clean(result, *tokens_of(seed))
 
+
+
+def test_access_only_jobs_get_a_copy_that_can_rotate_nothing(machine: Runner, action: Path, token_server: TokenServer,
+                                                             tmp_path: Path) -> None:
+    """access-only: true on a store holding the full login, and a handout without the input: the job's auth.json
+    holds the placeholder, nothing is sent to the token endpoint, and persist writes nothing."""
+    from codex_ci.authfile import ACCESS_ONLY_TOKEN
+    from codex_ci.stores.file import FileStore
+
+    full = login(expires_in=7200, refresh_token="CANARY-rt-full")
+    store = tmp_path / "store" / "auth.json"
+    FileStore(store).write(json.dumps(full).encode(), None)
+    handout = tmp_path / "store" / "handout.json"
+    FileStore(handout).write(json.dumps(login(expires_in=7200, refresh_token=ACCESS_ONLY_TOKEN)).encode(), None)
+    for inputs in ({"store": f"file://{store}", "access-only": "true"}, {"store": f"file://{handout}"}):
+        job = machine.job(canaries=tokens_of(full))
+        result = run_auth(job, action, **inputs)
+        home = result.outputs["codex-home"]
+        assert auth_json(home)["tokens"]["refresh_token"] == ACCESS_ONLY_TOKEN, "\n".join(result.log)
+        assert "CANARY-rt-full" not in (Path(home) / "auth.json").read_text()
+        persisted = run_auth(job, action / "persist")
+        assert persisted.outputs["persisted"] == "skipped"
+        assert_clean(result, *tokens_of(full))
+    assert token_server.posts == 0
+    assert json.loads(FileStore(store).read().value)["tokens"]["refresh_token"] == "CANARY-rt-full"  # type: ignore[union-attr]
+    bad = machine.job().run(action, {"store": f"file://{store}", "access-only": "yes"})
+    assert bad.status == 2

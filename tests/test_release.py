@@ -23,7 +23,7 @@ from conftest import ROOT
 
 from codex_ci import __version__
 
-LOCKS = ["core", "vault", "aws", "gcp", "build", "uv"]
+LOCKS = ["core", "vault", "aws", "gcp", "github", "build", "uv"]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 pytestmark = pytest.mark.timeout(600)
 

@@ -1,16 +1,20 @@
-"""One contract every store must keep, run against each with a real server on loopback."""
+"""One contract every store must keep, run against each with a real server on loopback. The github store (no
+compare-and-set) runs its own part: what it keeps, and that what it cannot do is refused cleanly."""
 
 from __future__ import annotations
 
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from conftest import login
+from fake_github import BODY_MARKER, FakeGitHub
 from storetargets import StoreTarget
 
-from codex_ci.errors import ExitCode, InvalidAuthError, StoreError
+from codex_ci.errors import ConfigError, ExitCode, InvalidAuthError, StoreError
 from codex_ci.stores import StoreConflict
 
 
@@ -119,5 +123,91 @@ def test_unreachable_server_fails_fast(store_target: StoreTarget) -> None:
     with pytest.raises(StoreError) as caught:
         store_target.open(store_target.unreachable_env).read()
     assert time.monotonic() - started < 30
+    assert caught.value.exit_code == ExitCode.STORE
+    assert "\n" not in str(caught.value)
+
+
+def test_compare_and_set_is_declared(store_target: StoreTarget) -> None:
+    assert store_target.open().compare_and_set is True
+
+
+# -- the github store: what a write-only store without compare-and-set keeps, and what it refuses ----------------------
+
+def server_of(target: StoreTarget) -> FakeGitHub:
+    server = target.extra["server"]
+    assert isinstance(server, FakeGitHub)
+    return server
+
+
+def in_env(target: StoreTarget, value: bytes) -> dict[str, str]:
+    """The target's environment plus the secret as the workflow passes it (``NAME: ${{ secrets.NAME }}``)."""
+    return target.env | {str(target.extra["name"]): value.decode()}
+
+
+def test_github_missing_secret_reads_as_none(github_target: StoreTarget) -> None:
+    assert github_target.open().read() is None
+    assert github_target.open(in_env(github_target, b"  \n")).read() is None  # an empty variable: no secret
+    assert server_of(github_target).requests == []  # a read never calls the API
+
+
+def test_github_round_trip_through_the_environment(github_target: StoreTarget) -> None:
+    store, server = github_target.open(), server_of(github_target)
+    value = payload()
+    version = store.write(value, None)
+    assert server.value(str(github_target.extra["scope"]), str(github_target.extra["name"])) == value
+    got = github_target.open(in_env(github_target, value)).read()
+    assert got is not None
+    assert got.value == value and got.version == version and version.startswith("sha256:")
+    assert "CANARY" not in repr(got) and "CANARY" not in repr(store)
+
+
+def test_github_has_no_compare_and_set_and_the_last_writer_wins(github_target: StoreTarget) -> None:
+    store, server = github_target.open(), server_of(github_target)
+    assert store.compare_and_set is False
+    v1 = store.write(payload("CANARY-rt-1"), None)
+    store.write(payload("CANARY-rt-2"), None)  # "only if absent" cannot be honoured: it writes
+    store.write(payload("CANARY-rt-3"), v1)  # a stale version neither
+    assert [s for (m, _), s in zip(server.requests, server.statuses, strict=True) if m == "PUT"] == [201, 204, 204]
+    assert server.value(str(github_target.extra["scope"]), str(github_target.extra["name"])) == payload("CANARY-rt-3")
+
+
+def test_github_large_and_unicode_values(github_target: StoreTarget) -> None:
+    data = login()
+    data["note"] = "ünïcødé ✓ 雪 " + "x" * 40_000
+    value = json.dumps(data, ensure_ascii=False).encode()
+    github_target.open().write(value, None)
+    assert server_of(github_target).value(str(github_target.extra["scope"]), str(github_target.extra["name"])) == value
+    got = github_target.open(in_env(github_target, value)).read()
+    assert got is not None and got.value == value
+
+
+def test_github_refuses_the_lease_and_the_distributed_refresh(github_target: StoreTarget, home: Path) -> None:
+    from codex_ci.refresh import Policy
+    from codex_ci.sync import distributed_refresh
+
+    store = github_target.open(in_env(github_target, payload()))
+    with pytest.raises(ConfigError) as caught:
+        store.sibling("lease")
+    assert caught.value.exit_code == ExitCode.USAGE and "compare-and-set" in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        distributed_refresh(home, store, Policy(timedelta(hours=1), timedelta(days=8), force=True), lock_timeout=5,
+                            lease_ttl=timedelta(minutes=2), lease_wait=5)
+    assert caught.value.exit_code == ExitCode.USAGE and caught.value.hint and "keepalive" in caught.value.hint
+    assert server_of(github_target).requests == [] and not home.exists()  # nothing read, sent or written
+
+
+def test_github_permission_denied(github_target: StoreTarget) -> None:
+    store = github_target.open(github_target.denied_env)
+    with pytest.raises(StoreError) as caught:
+        store.write(payload(), None)
+    assert caught.value.exit_code == ExitCode.STORE
+    assert "permission denied" in str(caught.value).lower() and caught.value.hint
+    assert BODY_MARKER not in str(caught.value) + caught.value.hint and "CANARY" not in str(caught.value)
+    assert server_of(github_target).puts == []
+
+
+def test_github_unreachable_server_is_a_store_error(github_target: StoreTarget) -> None:
+    with pytest.raises(StoreError) as caught:
+        github_target.open(github_target.unreachable_env).write(payload(), None)
     assert caught.value.exit_code == ExitCode.STORE
     assert "\n" not in str(caught.value)

@@ -187,10 +187,29 @@ def test_example_shape(path: Path) -> None:
         auth = [i for i, u in enumerate(uses) if u.startswith(f"{OWN_ACTION}@")]
         persist = [i for i, u in enumerate(uses) if u.startswith(f"{OWN_ACTION}/persist@")]
         codex = [i for i, s in enumerate(steps) if "@openai/codex@" in str(s.get("run", ""))]
-        if auth:
+        rotator = any(" keepalive " in f" {s.get('run', '')} " for s in steps)
+        access_only = any(str((steps[i].get("with") or {}).get("store", "")).endswith("-handout")
+                          or str((steps[i].get("with") or {}).get("access-only", "")) == "true" for i in auth)
+        if auth and rotator:  # the rotator holds the full login: no Codex in the same job
+            assert not codex, f"{job_name}: the rotator must not run Codex"
+        elif auth and access_only:  # an access-only copy is never written back
+            assert codex and min(codex) > auth[0], f"{job_name}: Codex must run after the auth step"
+            assert not persist, f"{job_name}: an access-only job has nothing to persist"
+        elif auth:
             assert codex and min(codex) > auth[0], f"{job_name}: Codex must run after the auth step"
             assert persist and persist[0] > max(codex), f"{job_name}: persist must follow Codex"
             assert steps[persist[0]].get("if") == "always()", f"{job_name}: persist needs if: always()"
+
+
+def test_fan_out_has_one_serialized_rotator_and_read_only_jobs() -> None:
+    data = load(ROOT / "examples" / "workflows" / "fan-out.yml")
+    rotate, codex = data["jobs"]["rotate"], data["jobs"]["codex"]
+    assert rotate["concurrency"]["queue"] == "max" and rotate["concurrency"]["cancel-in-progress"] is False
+    assert rotate.get("environment"), "the rotator's write access belongs in an environment"
+    assert "--handout" in str(rotate["steps"]) and "keepalive" in str(rotate["steps"])
+    assert codex["needs"] == "rotate" and len(codex["strategy"]["matrix"]["shard"]) == 8
+    auth = next(s for s in codex["steps"] if str(s.get("uses", "")).startswith(f"{OWN_ACTION}@"))
+    assert auth["with"]["store"].endswith("-handout") and auth["with"]["vault-role"] == "codex-job"
 
 
 def test_versions_pinned_in_examples_match_the_repo() -> None:

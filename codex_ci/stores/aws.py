@@ -40,6 +40,8 @@ class AwsRequestError(StoreError):
 
 
 class AwsStore:
+    compare_and_set = True
+
     def __init__(self, location: str, client: Any) -> None:
         self._location = location
         self._client = client

@@ -1,8 +1,9 @@
 """The store Protocol, store URLs and the lazy registry.
 
-A store holds one value (the auth.json text) with a version, and writes it only by compare-and-set. Each store
-module is imported only when its scheme is used, and imports its SDK only then, so ``seed`` and ``status``
-never load boto3, google.cloud or hvac.
+A store holds one value (the auth.json text) with a version, and writes it by compare-and-set where it can: every
+store but ``github`` (Actions secrets: write-only, last writer wins) says so with ``compare_and_set``, and codex-ci
+refuses what needs it on the others. Each store module is imported only when its scheme is used, and imports its
+SDK only then, so ``seed`` and ``status`` never load boto3, google.cloud, hvac or PyNaCl.
 """
 
 from __future__ import annotations
@@ -15,8 +16,12 @@ from typing import Protocol
 
 from codex_ci.errors import ConfigError, ConflictError
 
-SCHEMES = ("vault", "aws", "gcp", "file")
-EXTRAS = {"vault": ("hvac", "vault"), "aws": ("boto3", "aws"), "gcp": ("google-cloud-secret-manager", "gcp")}
+SCHEMES = ("vault", "aws", "gcp", "github", "file")
+EXTRAS = {"vault": ("hvac", "vault"), "aws": ("boto3", "aws"), "gcp": ("google-cloud-secret-manager", "gcp"),
+          "github": ("PyNaCl", "github")}
+MODULES = {"github": "github_secrets"}  # a scheme whose module is not named like it
+URL_FORMS = ("vault://MOUNT/PATH, aws://SECRET, gcp://projects/P/secrets/S, github://OWNER/REPO/NAME "
+             "(or github://OWNER/REPO/environments/ENV/NAME, github://orgs/ORG/NAME) or file://PATH")
 
 
 @dataclass(frozen=True)
@@ -41,13 +46,18 @@ class Store(Protocol):
     def url(self) -> str:
         """A description for logs (the store URL; never a credential)."""
 
+    @property
+    def compare_and_set(self) -> bool:
+        """False when ``write`` cannot honour ``expected`` (last writer wins): no lease, no distributed refresh."""
+
     def read(self) -> Versioned | None:
         """The current value and version, or None when the secret does not exist."""
 
     def write(self, value: bytes, expected: str | None) -> str:
         """Write ``value`` if the current version is ``expected`` (None: only if the secret does not exist).
 
-        Returns the new version. Raises StoreConflict when the condition fails, StoreError otherwise.
+        Returns the new version. Raises StoreConflict when the condition fails, StoreError otherwise. A store without
+        ``compare_and_set`` ignores ``expected`` and writes.
         """
 
     def sibling(self, suffix: str) -> Store:
@@ -64,7 +74,8 @@ class StoreURL:
 
 
 def parse_url(value: str, env: Mapping[str, str] | None = None) -> StoreURL:
-    """``vault://mount/path``, ``aws://name-or-arn``, ``gcp://projects/P/secrets/S``, ``file://path``;
+    """``vault://mount/path``, ``aws://name-or-arn``, ``gcp://projects/P/secrets/S``, ``github://OWNER/REPO/NAME``,
+    ``file://path``;
     a bare scheme name takes its location from CODEX_CI_STORE_URL (a full URL or just the location)."""
     env = os.environ if env is None else env
     text = value.strip()
@@ -79,7 +90,7 @@ def parse_url(value: str, env: Mapping[str, str] | None = None) -> StoreURL:
         text = configured
     scheme, sep, location = text.partition("://")
     if not sep or scheme not in SCHEMES:
-        raise ConfigError("a store must be vault://MOUNT/PATH, aws://SECRET, gcp://projects/P/secrets/S or file://PATH")
+        raise ConfigError(f"a store must be {URL_FORMS}")
     if not location or any(ch in location for ch in "\x00\r\n") or len(location) > 2048:
         raise ConfigError(f"the {scheme}:// store URL has no usable location")
     return StoreURL(scheme, location)
@@ -88,7 +99,7 @@ def parse_url(value: str, env: Mapping[str, str] | None = None) -> StoreURL:
 def open_store(value: str, env: Mapping[str, str] | None = None) -> Store:
     """Parse a store URL and open it, importing only that store's module (and so its SDK)."""
     url = parse_url(value, env)
-    module = importlib.import_module(f"codex_ci.stores.{url.scheme}")
+    module = importlib.import_module(f"codex_ci.stores.{MODULES.get(url.scheme, url.scheme)}")
     store: Store = module.open_store(url.location, os.environ if env is None else env)
     return store
 

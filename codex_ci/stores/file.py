@@ -17,6 +17,8 @@ from codex_ci.stores.base import StoreConflict, Versioned
 
 
 class FileStore:
+    compare_and_set = True
+
     def __init__(self, path: Path) -> None:
         self.path = path
 

@@ -82,6 +82,8 @@ class _Sdk:
 
 
 class GcpStore:
+    compare_and_set = True
+
     def __init__(self, project: str, secret: str, sdk: _Sdk) -> None:
         self.project, self.secret, self._sdk = project, secret, sdk
         self.name = f"projects/{project}/secrets/{secret}"

@@ -88,6 +88,8 @@ _LOGIN_HINTS = {
 
 
 class VaultStore:
+    compare_and_set = True
+
     def __init__(self, session: _Session, mount: str, path: str, primary: str | None = None) -> None:
         self._session, self.mount, self.path, self.primary = session, mount, path, primary or path
 
