@@ -5,7 +5,6 @@ Only this module (and the stores) import httpx, so ``seed`` and ``status`` start
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ from codex_ci.errors import (
     TransientError,
 )
 from codex_ci.secret import Secret
+from codex_ci.stores.base import is_loopback
 
 log = logging.getLogger("codex_ci")
 
@@ -132,21 +132,12 @@ def endpoint() -> tuple[str, str]:
     except Exception:  # noqa: BLE001 - httpx raises several kinds for a malformed URL
         host, parts = "", None
     if parts is not None and not parts.userinfo and (
-        (parts.scheme == "https" and host) or (parts.scheme == "http" and _is_loopback(host))
+        (parts.scheme == "https" and host) or (parts.scheme == "http" and is_loopback(host))
     ):
         return url, client_id
     raise ConfigError(
         "CODEX_REFRESH_TOKEN_URL_OVERRIDE must be an https:// URL (http:// only for a loopback host)"
     )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _verify() -> ssl.SSLContext | bool:

@@ -333,8 +333,6 @@ def distributed_refresh(
 
     A store without compare-and-set (github) can hold no lease: refused, except for the rotator (``keepalive``),
     which rotates serialized by its workflow instead (see serialized_refresh)."""
-    from codex_ci.refresh import decide, too_soon
-
     if not getattr(store, "compare_and_set", True):
         if not rotator:
             raise ConfigError(
@@ -345,24 +343,13 @@ def distributed_refresh(
         return serialized_refresh(home, store, policy, lock_timeout=lock_timeout, client=client,
                                   on_login=on_login, handout=handout)
     check_ttl(lease_ttl)
-    first = restore(home, store, lock_timeout=lock_timeout, on_login=on_login)
-    if first.action == "kept-local":  # an earlier persist did not land: heal the store first
-        first = check_persisted(persist(home, store, lock_timeout=lock_timeout, on_login=on_login))
-    auth = first.auth
-    if not auth.is_chatgpt:
-        return DistributedResult(False, f"{auth.mode} login: nothing to refresh", auth, first.version)
-    if auth.is_access_only:
-        return DistributedResult(False, access_only_check(auth, utcnow(), policy), auth, first.version)
-    started_with = auth.refresh_token
+    first, done = _start(home, store, policy, lock_timeout, on_login)
+    if done is not None:
+        return done
+    started_with = first.auth.refresh_token
 
     def rotated(login: AuthFile) -> bool:
         return login.refresh_token != started_with
-
-    if decide(auth, utcnow(), policy) is None:
-        return DistributedResult(False, "the access token is fresh enough", auth, first.version)
-    hold = too_soon(auth, utcnow(), read_state(home).refresh_not_before)
-    if hold is not None:
-        return DistributedResult(False, hold, auth, first.version)
 
     lease = Lease(store.sibling("lease"), new_holder_id(), lease_ttl)
     deadline = time.monotonic() + lease_wait
@@ -394,26 +381,56 @@ def distributed_refresh(
     return result
 
 
+def _start(home: Path, store: Store, policy: Policy, lock_timeout: float, on_login: LoginHook
+           ) -> tuple[SyncResult, DistributedResult | None]:
+    """Restore (healing the store from an unsaved local rotation first); the result to return at once when there is
+    nothing to rotate (another kind of login, an access-only copy, fresh, or rotated moments ago), else None."""
+    from codex_ci.refresh import decide, too_soon
+
+    first = restore(home, store, lock_timeout=lock_timeout, on_login=on_login)
+    if first.action == "kept-local":  # an earlier persist did not land: heal the store first
+        first = check_persisted(persist(home, store, lock_timeout=lock_timeout, on_login=on_login))
+    auth, now = first.auth, utcnow()
+    if not auth.is_chatgpt:
+        why: str | None = f"{auth.mode} login: nothing to refresh"
+    elif auth.is_access_only:
+        why = access_only_check(auth, now, policy)
+    elif decide(auth, now, policy) is None:
+        why = "the access token is fresh enough"
+    else:
+        why = too_soon(auth, now, read_state(home).refresh_not_before)
+    return first, None if why is None else DistributedResult(False, why, auth, first.version)
+
+
 def _refresh_under_lease(
     home: Path, store: Store, policy: Policy, rotated: Callable[[AuthFile], bool], lock_timeout: float,
     client: TokenClient | None, on_login: LoginHook, lease: Lease,
 ) -> DistributedResult:
+    synced = restore(home, store, lock_timeout=lock_timeout, on_login=on_login)  # another runner may have refreshed
+    if rotated(synced.auth):
+        return DistributedResult(False, "another runner refreshed it", synced.auth, synced.version)
+    return _rotate_and_save(home, store, policy, synced, lock_timeout=lock_timeout, client=client,
+                            on_login=on_login, lease=lease)
+
+
+def _rotate_and_save(
+    home: Path, store: Store, policy: Policy, synced: SyncResult, *, lock_timeout: float,
+    client: TokenClient | None, on_login: LoginHook, lease: Lease | None,
+) -> DistributedResult:
+    """Rotate the login restored as ``synced`` and save it to the store, SIGINT and SIGTERM deferred from before the
+    POST until it is saved. No POST outlives ``lease``; a rotation that cannot be saved raises UnsavedRotation and
+    keeps the lease, so that no other runner presents the spent refresh token meanwhile."""
     from codex_ci.refresh import decide
 
-    synced = restore(home, store, lock_timeout=lock_timeout, on_login=on_login)  # another runner may have refreshed
-    auth = synced.auth
-    if rotated(auth):
-        return DistributedResult(False, "another runner refreshed it", auth, synced.version)
-    why = decide(auth, utcnow(), policy) or "forced"
-    with interrupts.rotation():  # from before the POST until the new login is in the store
-        result = refresh_home(
-            home, replace(policy, force=True), lock_timeout=lock_timeout, client=client, on_login=on_login,
-            deadline=lease.deadline - min(LEASE_MARGIN, lease.ttl.total_seconds() / 4),
-            expected=auth.refresh_token,
-        )
+    why = decide(synced.auth, utcnow(), policy) or "forced"
+    deadline = None if lease is None else lease.deadline - min(LEASE_MARGIN, lease.ttl.total_seconds() / 4)
+    with interrupts.rotation():
+        result = refresh_home(home, replace(policy, force=True), lock_timeout=lock_timeout, client=client,
+                              on_login=on_login, deadline=deadline, expected=synced.auth.refresh_token)
         if not result.refreshed:
             return DistributedResult(False, result.reason, result.auth, synced.version)
-        lease.keep = True  # until the new login is in the store, whatever stops this
+        if lease is not None:
+            lease.keep = True  # until the new login is in the store, whatever stops this
         try:
             saved = check_persisted(persist(home, store, lock_timeout=lock_timeout, on_login=on_login))
         except (StoreError, ConflictError) as exc:
@@ -421,7 +438,8 @@ def _refresh_under_lease(
                 f"refreshed locally but could not save to {store.url}: {exc.message}",
                 hint="Run `codex-ci persist --to URL` before this runner goes away, or the new login is lost.",
             ) from None
-        lease.keep = False
+        if lease is not None:
+            lease.keep = False
     return DistributedResult(True, why, result.auth, saved.version)
 
 
@@ -434,39 +452,15 @@ def serialized_refresh(
 
     Before anything is restored or sent, every write-only target proves its write credential (``check_writable``),
     so that a rotation is never made that could not be saved."""
-    from codex_ci.refresh import decide, too_soon
-
     for target in (store, handout):
         check = getattr(target, "check_writable", None)
         if check is not None:
             check()
-    first = restore(home, store, lock_timeout=lock_timeout, on_login=on_login)
-    if first.action == "kept-local":
-        first = check_persisted(persist(home, store, lock_timeout=lock_timeout, on_login=on_login))
-    auth = first.auth
-    if not auth.is_chatgpt:
-        return DistributedResult(False, f"{auth.mode} login: nothing to refresh", auth, first.version)
-    if auth.is_access_only:
-        return DistributedResult(False, access_only_check(auth, utcnow(), policy), auth, first.version)
-    why = decide(auth, utcnow(), policy)
-    if why is None:
-        return DistributedResult(False, "the access token is fresh enough", auth, first.version)
-    hold = too_soon(auth, utcnow(), read_state(home).refresh_not_before)
-    if hold is not None:
-        return DistributedResult(False, hold, auth, first.version)
-    with interrupts.rotation():  # from before the POST until the new login is in the store
-        result = refresh_home(home, replace(policy, force=True), lock_timeout=lock_timeout, client=client,
-                              on_login=on_login, expected=auth.refresh_token)
-        if not result.refreshed:
-            return DistributedResult(False, result.reason, result.auth, first.version)
-        try:
-            saved = check_persisted(persist(home, store, lock_timeout=lock_timeout, on_login=on_login))
-        except (StoreError, ConflictError) as exc:
-            raise UnsavedRotation(
-                f"refreshed locally but could not save to {store.url}: {exc.message}",
-                hint="Run `codex-ci persist --to URL` before this runner goes away, or the new login is lost.",
-            ) from None
-    return DistributedResult(True, why, result.auth, saved.version)
+    first, done = _start(home, store, policy, lock_timeout, on_login)
+    if done is not None:
+        return done
+    return _rotate_and_save(home, store, policy, first, lock_timeout=lock_timeout, client=client,
+                            on_login=on_login, lease=None)
 
 
 def write_handout(auth: AuthFile, handout: Store, store: Store) -> SyncResult:

@@ -104,6 +104,18 @@ def open_store(value: str, env: Mapping[str, str] | None = None) -> Store:
     return store
 
 
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses: the only hosts plain http:// may reach (test servers)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def missing_extra(scheme: str) -> ConfigError:
     """The error for a store whose SDK is not installed, naming the extra to install (a setup error: exit 2)."""
     package, extra = EXTRAS[scheme]

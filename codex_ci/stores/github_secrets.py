@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -36,7 +35,7 @@ from urllib.parse import quote, urlsplit
 
 from codex_ci.errors import ConfigError, StoreError
 from codex_ci.secret import Secret
-from codex_ci.stores.base import Versioned, missing_extra
+from codex_ci.stores.base import Versioned, is_loopback, missing_extra
 
 TIMEOUT = 15.0
 DEFAULT_API = "https://api.github.com"
@@ -235,18 +234,9 @@ def api_base(env: Mapping[str, str]) -> str:
         raise ConfigError("GITHUB_API_URL must be a plain https:// URL")
     if parts.scheme == "https":
         return text.rstrip("/")
-    if parts.scheme == "http" and _loopback(host):
+    if parts.scheme == "http" and is_loopback(host):
         return text.rstrip("/")
     raise ConfigError("GITHUB_API_URL must be an https:// URL (http:// only to a loopback host)")
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_location(location: str) -> tuple[str, str]:
