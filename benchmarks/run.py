@@ -1,7 +1,7 @@
 """Run benchmarks by name (all when none is named), save their results and print a summary table.
 
-Usage: ``python -m benchmarks.run [cold_start] [herd] [stores] [fleet] [action_setup] [fleet_sim]``. Exits 1 if a
-correctness check failed (speed targets that are missed are reported, not failed).
+Usage: ``python -m benchmarks.run [NAME ...]`` with names from BENCHMARKS below. Exits 1 if a correctness check
+failed (speed targets that are missed are reported, not failed).
 """
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from benchmarks import action_setup, cold_start, fleet, fleet_sim, herd, stores
+from benchmarks import action_setup, cold_start, fleet, fleet_sim, handout_fleet, herd, stores
 from benchmarks.common import RESULTS, machine_info, now_iso
 from benchmarks.report import MARKDOWN, Outcome, render_table, save
 
 BENCHMARKS: dict[str, Callable[[], Outcome]] = {
     "cold_start": cold_start.run, "herd": herd.run, "stores": stores.run, "fleet": fleet.run,
-    "action_setup": action_setup.run, "fleet_sim": fleet_sim.run,
+    "action_setup": action_setup.run, "fleet_sim": fleet_sim.run, "handout_fleet": handout_fleet.run,
 }
 
 
