@@ -74,7 +74,7 @@ def test_wheel_contents(dist: dict[str, Path]) -> None:
     assert "License-Expression: MIT" in metadata and "License-File: LICENSE" in metadata
     assert "Classifier: License" not in metadata  # the SPDX expression says it
     assert "Classifier: Operating System :: POSIX :: Linux" in metadata
-    assert "Project-URL: Source, https://github.com/org/codex-ci" in metadata
+    assert "Project-URL: Source, https://github.com/org/codex-auth-action" in metadata
 
 
 def test_sdist_contents(dist: dict[str, Path]) -> None:
