@@ -18,6 +18,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+from codex_ci import interrupts
 from codex_ci.authfile import format_time, utcnow
 from codex_ci.errors import ConfigError, InvalidAuthError, StoreError
 from codex_ci.stores import Store, StoreConflict
@@ -97,7 +98,8 @@ class Lease:
         record = {"holder": self.holder, "acquired_at": format_time(utcnow()), "ttl_seconds": ttl}
         deadline = time.monotonic() + ttl
         try:
-            self.version = self.store.write(json.dumps(record).encode(), version)
+            with interrupts.rotation():  # a signal waits until the lease taken is recorded, so it can be released
+                self.version = self.store.write(json.dumps(record).encode(), version)
         except StoreConflict:
             return False
         self.deadline = deadline

@@ -352,6 +352,22 @@ def distributed_refresh(
         return login.refresh_token != started_with
 
     lease = Lease(store.sibling("lease"), new_holder_id(), lease_ttl)
+    try:  # whatever stops this (a signal included) releases a lease taken, unless a rotation is unsaved
+        waited = _wait_for_lease(home, store, lease, lease_wait, rotated, lock_timeout, on_login)
+        result = waited or _refresh_under_lease(home, store, policy, rotated, lock_timeout, client, on_login, lease)
+    except BaseException:
+        if not lease.keep:  # kept while a rotation is unsaved: the store still holds the spent refresh token
+            _release(lease)
+        raise
+    _release(lease)
+    return result
+
+
+def _wait_for_lease(
+    home: Path, store: Store, lease: Lease, lease_wait: float, rotated: Callable[[AuthFile], bool],
+    lock_timeout: float, on_login: LoginHook,
+) -> DistributedResult | None:
+    """Take the lease (None), or return what another runner's rotation left in the store meanwhile."""
     deadline = time.monotonic() + lease_wait
     delay = 0.05  # a rotation takes about one token round trip: look again soon, then back off
     said = False
@@ -371,14 +387,7 @@ def distributed_refresh(
         if current is not None and rotated(_parse_stored(current, store)):
             again = restore(home, store, lock_timeout=lock_timeout, on_login=on_login)
             return DistributedResult(False, "another runner refreshed it", again.auth, again.version)
-    try:
-        result = _refresh_under_lease(home, store, policy, rotated, lock_timeout, client, on_login, lease)
-    except BaseException:
-        if not lease.keep:  # kept while a rotation is unsaved: the store still holds the spent refresh token
-            _release(lease)
-        raise
-    _release(lease)
-    return result
+    return None
 
 
 def _start(home: Path, store: Store, policy: Policy, lock_timeout: float, on_login: LoginHook
