@@ -10,17 +10,29 @@ import base64
 import binascii
 import json
 import re
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
+from codex_ci.claims import (
+    FUTURE_SLACK,
+    Identity,
+    Stamp,
+    believed,
+    decode_jwt_claims,
+    epoch,
+    format_time,
+    loads,
+    parse_time,
+    text_or_none,
+    utcnow,
+)
 from codex_ci.errors import InvalidAuthError
 from codex_ci.secret import Secret
 
+__all__ = ["ACCESS_ONLY_TOKEN", "FUTURE_SLACK", "AuthFile", "Identity", "Stamp", "decode_jwt_claims", "format_time",
+           "loads", "parse_time", "utcnow"]
+
 MAX_BYTES = 1024 * 1024
-# A last_refresh further ahead of this machine's clock than this is not believed: it never makes a login "newer"
-# and never holds off a refresh (it was planted, or written by a runner whose clock ran ahead).
-FUTURE_SLACK = timedelta(minutes=5)
 AUTH_CLAIMS = "https://api.openai.com/auth"
 # The order Codex writes its top-level keys in; unknown keys follow in their original order.
 KEY_ORDER = (
@@ -42,119 +54,8 @@ MIN_MASKED = 8  # shorter strings are not secrets, and masking them would blank 
 # fails with "log in again" and leaves auth.json untouched. Not a secret.
 ACCESS_ONLY_TOKEN = "codex-ci-access-only"
 
-_FRACTION = re.compile(r"(\.\d{6})\d+")
-_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 # The auth modes Codex knows: any other value makes Codex reject the whole file.
 MODES = ("chatgpt", "apikey", "chatgptAuthTokens", "agentIdentity", "personalAccessToken", "bedrockApiKey")
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if value in (float("inf"), float("-inf")):
-        raise ValueError("a number is out of range")
-    return value
-
-
-def loads(text: str | bytes) -> Any:
-    """json.loads that refuses what Codex's parser refuses: NaN, Infinity and numbers out of range."""
-    return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def format_time(moment: datetime) -> str:
-    """RFC 3339 UTC with microseconds and a ``Z``, as Codex (chrono) writes ``last_refresh``."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_time(value: str) -> datetime | None:
-    """Parse an RFC 3339 timestamp (any number of fraction digits); None when it is not one."""
-    text = _FRACTION.sub(r"\1", value.strip())
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-        if moment.tzinfo is None:
-            return None
-        return moment.astimezone(UTC)
-    except (ValueError, OverflowError):
-        return None
-
-
-def decode_jwt_claims(token: str, name: str) -> dict[str, Any]:
-    """The payload of a JWT (signature unchecked, as Codex does). Raises InvalidAuthError naming ``name``."""
-    parts = token.split(".")
-    if len(parts) != 3 or not all(parts):
-        raise InvalidAuthError(f"{name} is not a JWT (expected three dot-separated parts)")
-    payload = parts[1]
-    try:
-        if not _BASE64URL.fullmatch(payload):  # unpadded base64url, as Codex decodes it
-            raise ValueError
-        claims = loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        json.dumps(claims, ensure_ascii=False).encode("utf-8")
-    except (binascii.Error, ValueError, RecursionError, UnicodeError):
-        raise InvalidAuthError(f"{name} is not a JWT (its payload does not decode to JSON)") from None
-    if not isinstance(claims, dict):
-        raise InvalidAuthError(f"{name} is not a JWT (its payload is not a JSON object)")
-    return claims
-
-
-@dataclass(frozen=True)
-class Identity:
-    """What the id_token and access token say about the login. Not secret, but shown masked."""
-
-    email: str | None
-    account_id: str | None
-    user_id: str | None
-    plan: str | None
-    access_expires: datetime | None
-    access_issued: datetime | None = None
-
-
-@dataclass(frozen=True)
-class Stamp:
-    """When a login was made, for ordering two of them: first the access token's ``iat`` (set by the token
-    endpoint's clock), then ``last_refresh`` (the clock of whichever machine refreshed). A value more than
-    FUTURE_SLACK ahead of this machine's clock is not believed (None): a planted or drifted timestamp never wins."""
-
-    issued: datetime | None
-    refreshed: datetime | None
-
-    def newer_than(self, other: Stamp) -> bool:
-        if self.issued is not None and other.issued is not None and self.issued != other.issued:
-            return self.issued > other.issued
-        if self.refreshed is None:
-            return False
-        return other.refreshed is None or self.refreshed > other.refreshed
-
-    def encode(self) -> str:
-        return ",".join(format_time(t) if t else "" for t in (self.issued, self.refreshed))
-
-    @classmethod
-    def decode(cls, text: str) -> Stamp:
-        issued, _, refreshed = text.partition(",")
-        return cls(parse_time(issued) if issued else None, parse_time(refreshed) if refreshed else None)
-
-
-def _believed(moment: datetime | None, now: datetime) -> datetime | None:
-    return None if moment is not None and moment > now + FUTURE_SLACK else moment
-
-
-def _epoch(value: Any) -> datetime | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        try:
-            return datetime.fromtimestamp(value, UTC)
-        except (OverflowError, OSError, ValueError):
-            return None
-    return None
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
 
 
 class AuthFile:
@@ -218,6 +119,16 @@ class AuthFile:
             raise InvalidAuthError(f"{source}: {exc.message}") from None
 
     @classmethod
+    def parse_stored(cls, text: str, url: str) -> AuthFile:
+        """The login a store at ``url`` holds; a damaged one is an InvalidAuthError saying how to rewrite it."""
+        try:
+            return cls.parse(text.encode("utf-8", "surrogateescape"), url)
+        except InvalidAuthError as exc:
+            raise InvalidAuthError(
+                exc.message, hint=f"The stored value is damaged or is not a codex-ci login. From a runner or a "
+                f"trusted machine holding a good login, `codex-ci persist --force --to {url}` rewrites it.") from None
+
+    @classmethod
     def parse_seed(cls, raw: bytes | str, source: str) -> tuple[AuthFile, str]:
         """Parse a seed that is JSON or base64 of JSON. Returns the file and "json" or "base64"."""
         data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else raw
@@ -268,10 +179,10 @@ class AuthFile:
 
     def refreshed_at(self, now: datetime) -> datetime | None:
         """``last_refresh``, unless it is more than FUTURE_SLACK ahead of ``now``."""
-        return _believed(self.last_refresh, now)
+        return believed(self.last_refresh, now)
 
     def stamp(self, now: datetime) -> Stamp:
-        return Stamp(_believed(self.identity.access_issued, now), self.refreshed_at(now))
+        return Stamp(believed(self.identity.access_issued, now), self.refreshed_at(now))
 
     @property
     def is_access_only(self) -> bool:
@@ -309,7 +220,7 @@ class AuthFile:
     def normalized_for_seed(self, now: datetime) -> AuthFile:
         """Fill what Codex needs for its own refresh: ``tokens.account_id`` and ``last_refresh``."""
         data = json.loads(json.dumps(self._data))
-        if self.is_chatgpt and not _text(self.tokens.get("account_id")):
+        if self.is_chatgpt and not text_or_none(self.tokens.get("account_id")):
             if not self.identity.account_id:
                 raise InvalidAuthError(
                     "tokens.account_id is missing and the id_token has no chatgpt_account_id claim"
@@ -328,7 +239,7 @@ class AuthFile:
                 data["tokens"][key] = value
         data["last_refresh"] = format_time(now)
         refreshed = AuthFile(data)
-        if not _text(refreshed.tokens.get("account_id")) and refreshed.identity.account_id:
+        if not text_or_none(refreshed.tokens.get("account_id")) and refreshed.identity.account_id:
             data["tokens"]["account_id"] = refreshed.identity.account_id
             refreshed = AuthFile(data)
         return refreshed
@@ -388,12 +299,12 @@ def _validate(data: dict[str, Any], mode: str) -> Identity:
     if mode == "apikey":
         if not key:
             raise InvalidAuthError("auth_mode is apikey but OPENAI_API_KEY is empty")
-        return Identity(None, None, None, None, None)
+        return Identity(None, None, None, None)
     tokens = data.get("tokens")
     if tokens is None:
         if mode == "chatgpt":
             raise InvalidAuthError("tokens is missing (a ChatGPT login needs tokens)")
-        return Identity(None, None, None, None, None)
+        return Identity(None, None, None, None)
     for name in ("id_token", "access_token", "refresh_token"):
         value = tokens.get(name)
         if not isinstance(value, str) or not value:
@@ -407,10 +318,9 @@ def _validate(data: dict[str, Any], mode: str) -> Identity:
     auth = id_claims.get(AUTH_CLAIMS)
     auth = auth if isinstance(auth, dict) else {}
     return Identity(
-        email=_text(id_claims.get("email")),
-        account_id=_text(account) or _text(auth.get("chatgpt_account_id")),
-        user_id=_text(auth.get("chatgpt_user_id")) or _text(auth.get("user_id")),
-        plan=_text(auth.get("chatgpt_plan_type")),
-        access_expires=_epoch(access_claims.get("exp")),
-        access_issued=_epoch(access_claims.get("iat")),
+        email=text_or_none(id_claims.get("email")),
+        account_id=text_or_none(account) or text_or_none(auth.get("chatgpt_account_id")),
+        plan=text_or_none(auth.get("chatgpt_plan_type")),
+        access_expires=epoch(access_claims.get("exp")),
+        access_issued=epoch(access_claims.get("iat")),
     )

@@ -6,20 +6,20 @@ Core modules are imported inside each command so that ``seed`` and ``status`` ne
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from collections.abc import Callable
-from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from codex_ci import __version__
 from codex_ci.errors import CodexCIError, ConfigError, ExitCode
+from codex_ci.settings import parse_duration
 
 if TYPE_CHECKING:
     from codex_ci.authfile import AuthFile
-    from codex_ci.refresh import Policy
+    from codex_ci.settings import RefreshSettings
+    from codex_ci.stores import Store
 
 log = logging.getLogger("codex_ci")
 
@@ -76,22 +76,6 @@ HandoutOpt = Annotated[
     typer.Option("--handout", metavar="URL", envvar="CODEX_CI_HANDOUT_URL", show_envvar=True,
                  help="After the login is saved, write its access-only copy here (for jobs to restore)."),
 ]
-
-_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhdw]?)")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(value: str, option: str) -> timedelta:
-    """``90``, ``90s``, ``15m``, ``1h30m``, ``8d``: a non-negative duration, or a ConfigError."""
-    text = value.strip().lower()
-    parts = _DURATION.findall(text)
-    if not text or "".join(n + u for n, u in parts) != text or (len(parts) > 1 and any(not u for _, u in parts)):
-        raise ConfigError(f"{option} must be a duration such as 90s, 30m, 1h or 8d")
-    seconds = sum(float(n) * _UNITS[u] for n, u in parts)
-    if seconds > 10 * 365 * 86400:
-        raise ConfigError(f"{option} is too large")
-    return timedelta(seconds=seconds)
-
 
 def _run(body: Callable[[], int | None]) -> NoReturn:
     """Run one command: translate codex-ci errors into a one-line message and their exit code."""
@@ -181,13 +165,12 @@ def seed(
     """Write auth.json from CODEX_AUTH_JSON (JSON or base64) only if it is absent."""
 
     def body() -> None:
-        from codex_ci import files, local
+        from codex_ci.home import Home
+        from codex_ci.seed import read_source, seed
 
-        raw, source = local.read_source(from_file)
-        result = local.seed(
-            files.resolve_home(codex_home), raw, source, force=force, if_newer=if_newer,
-            lock_timeout=lock_timeout, on_login=_mask, access_only=access_only,
-        )
+        raw, source = read_source(from_file)
+        result = seed(Home.resolve(codex_home), raw, source, force=force, if_newer=if_newer,
+                      lock_timeout=lock_timeout, on_login=_mask, access_only=access_only)
         log.info("%s", result.reason)
         _report("codex-ci seed", result.auth, {"seeded": result.action != "kept"})
 
@@ -226,57 +209,54 @@ def refresh(
     """
 
     def body() -> None:
-        from codex_ci.refresh import Policy
+        from codex_ci.settings import RefreshSettings
 
-        policy = Policy(parse_duration(min_ttl, "--min-ttl"), parse_duration(max_age, "--max-age"), force)
-        _refresh(codex_home, store, policy, timeout, retries, lock_timeout, lease_ttl, lease_wait, "codex-ci refresh",
-                 handout)
+        settings = RefreshSettings.for_refresh(
+            min_ttl=min_ttl, max_age=max_age, force=force, timeout=timeout, retries=retries,
+            lock_timeout=lock_timeout, lease_ttl=lease_ttl, lease_wait=lease_wait)
+        _refresh(codex_home, store, settings, "codex-ci refresh", handout)
 
     _run(body)
 
 
-def _refresh(
-    codex_home: str | None, store: str | None, policy: Policy, timeout: float, retries: int, lock_timeout: float,
-    lease_ttl: str, lease_wait: float, title: str, handout: str | None = None, rotator: bool = False,
-) -> None:
+def _refresh(codex_home: str | None, store: str | None, settings: RefreshSettings, title: str,
+             handout: str | None = None, *, rotator: bool = False) -> None:
     """One local refresh, or with a store the distributed one; then the report."""
-    from codex_ci import files, local
-    from codex_ci.refresh import TokenClient
+    from codex_ci.home import Home
 
-    client = TokenClient(read_timeout=timeout, attempts=retries + 1)
-    home = files.resolve_home(codex_home)
+    home = Home.resolve(codex_home)
     extra: dict[str, Any] = {}
     if store:
-        from codex_ci import sync
-        from codex_ci.lease import check_ttl
+        from codex_ci.distributed import distributed_refresh
+        from codex_ci.sync import write_handout
 
-        ttl = parse_duration(lease_ttl, "--lease-ttl")
-        check_ttl(ttl)
-        if client.attempt_seconds + min(sync.LEASE_MARGIN, ttl.total_seconds() / 4) >= ttl.total_seconds():
-            raise ConfigError(f"--lease-ttl {lease_ttl} is too short for one request (--timeout {timeout:g}s plus "
-                              "connecting); raise it or lower --timeout")
+        settings.check_lease()
         opened = _open(store)
         handout_store = _open(handout) if handout else None
-        result: Any = sync.distributed_refresh(
-            home, opened, policy, lock_timeout=lock_timeout, client=client, on_login=_mask,
-            lease_ttl=ttl, lease_wait=lease_wait, rotator=rotator, handout=handout_store,
+        result = distributed_refresh(
+            home, opened, settings.policy, lock_timeout=settings.lock_timeout, client=settings.client(),
+            on_login=_mask, lease_ttl=settings.lease_ttl, lease_wait=settings.lease_wait, rotator=rotator,
+            handout=handout_store,
         )
         extra["store-version"] = result.version or ""
         if handout_store is not None:  # the full login is in the store: only now the access-only copy
-            handed = sync.write_handout(result.auth, handout_store, opened)
+            handed = write_handout(result.auth, handout_store, opened)
             log.info("%s", handed.reason)
             extra["handout"] = handed.action
     elif handout:
         raise ConfigError("--handout needs --store: the full login must be saved before its access-only copy")
     else:
-        result = local.refresh_home(home, policy, lock_timeout=lock_timeout, client=client, on_login=_mask)
+        from codex_ci.rotate import refresh_home
+
+        result = refresh_home(home, settings.policy, lock_timeout=settings.lock_timeout, client=settings.client(),
+                              on_login=_mask)
     expires = _facts(result.auth)["expires-at"] or "unknown"
     log.info("%s: %s (access token valid until %s)", "refreshed" if result.refreshed else "not refreshed",
              result.reason, expires)
     _report(title, result.auth, {"refreshed": result.refreshed} | extra)
 
 
-def _open(url: str) -> Any:
+def _open(url: str) -> Store:
     from codex_ci.stores import open_store
 
     store = open_store(url)
@@ -329,9 +309,10 @@ def persist(
 def _sync(command: str, url: str | None, option: str, codex_home: str | None, lock_timeout: float, force: bool,
           *, access_only: bool = False, min_ttl: str = "1h") -> None:
     """restore or persist: one core call, then the report (output ``restored`` or ``persisted``)."""
-    from codex_ci import files, sync
+    from codex_ci import sync
+    from codex_ci.home import Home
 
-    home, store = files.resolve_home(codex_home), _open(_require(url, option))
+    home, store = Home.resolve(codex_home), _open(_require(url, option))
     if command == "restore":
         result = sync.restore(home, store, lock_timeout=lock_timeout, on_login=_mask, force=force,
                               access_only=access_only, min_ttl=parse_duration(min_ttl, "--min-ttl"))
@@ -368,22 +349,16 @@ def keepalive(
     --handout for the jobs, then report its health."""
 
     def body() -> int:
-        from codex_ci import files
-        from codex_ci.refresh import Policy
+        from codex_ci.home import Home
+        from codex_ci.settings import RefreshSettings
         from codex_ci.status import read_status
 
         url = _require(store, "--store")
-        ttl = parse_duration(min_ttl, "--min-ttl")
-        if max_age is None:
-            policy = Policy(ttl, timedelta(days=8), force=True)
-        else:
-            age = parse_duration(max_age, "--max-age")
-            policy = Policy(ttl, age, refresh_after=age)
-        _refresh(codex_home, url, policy, timeout, retries, lock_timeout, lease_ttl, lease_wait, "codex-ci keepalive",
-                 handout, rotator=True)
-        report = read_status(
-            files.resolve_home(codex_home), min_ttl=parse_duration(min_ttl, "--min-ttl"), lock_timeout=lock_timeout
-        )
+        settings = RefreshSettings.for_keepalive(
+            min_ttl=min_ttl, max_age=max_age, timeout=timeout, retries=retries, lock_timeout=lock_timeout,
+            lease_ttl=lease_ttl, lease_wait=lease_wait)
+        _refresh(codex_home, url, settings, "codex-ci keepalive", handout, rotator=True)
+        report = read_status(Home.resolve(codex_home), min_ttl=settings.policy.min_ttl, lock_timeout=lock_timeout)
         log.info("health: %s", report.health)
         return report.exit_code
 
@@ -410,14 +385,12 @@ def status(
     """Show the login's health; the exit code tells it (see README). --store adds the stored copy."""
 
     def body() -> int:
-        from codex_ci import files
-        from codex_ci.status import read_status, render
+        from codex_ci.home import Home
+        from codex_ci.status import read_status, render, store_view
 
-        home = files.resolve_home(codex_home)
+        home = Home.resolve(codex_home)
         report = read_status(home, min_ttl=parse_duration(min_ttl, "--min-ttl"), lock_timeout=lock_timeout)
         if store:
-            from codex_ci.sync import store_view
-
             report.store = store_view(_open(store), home)
         if as_json:
             import json

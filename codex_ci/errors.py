@@ -111,7 +111,26 @@ class FileSystemError(CodexCIError):
 
 
 class StoreError(CodexCIError):
+    """A store failed or refused. Stores raise only this and its subclasses (opening one may raise ConfigError)."""
+
     exit_code = ExitCode.STORE
+
+
+class StoreConflict(StoreError):
+    """A compare-and-set write lost: the store holds another version than the one named (or the secret exists)."""
+
+    exit_code = ExitCode.CONFLICT
+
+
+class StoredValueError(StoreError):
+    """The store holds something that is not the text of a login codex-ci wrote (binary, damaged, no field)."""
+
+    exit_code = ExitCode.INVALID
+    hint = InvalidAuthError.hint
+
+
+class UnsavedRotation(StoreError):
+    """The login was rotated but the store could not be written: the new login is only in the local auth.json."""
 
 
 class ConflictError(CodexCIError):

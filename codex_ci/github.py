@@ -1,4 +1,5 @@
-"""Everything GitHub Actions specific: masks, outputs, step summary, annotations. Inert outside Actions."""
+"""Everything GitHub Actions specific: masks, outputs, step summary, annotations (inert outside Actions), the run
+that holds a lease, and the Actions OIDC token a store may sign in with."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import sys
 import uuid
 from collections.abc import Iterable, Mapping
+from urllib.parse import quote
 
 from codex_ci.secret import Secret
 
@@ -74,3 +76,33 @@ def summary(title: str, rows: Iterable[tuple[str, object]]) -> None:
     cells = ((key, _render(value).replace("|", "\\|")) for key, value in rows)
     body = "".join(f"| {key} | {value} |\n" for key, value in cells)
     _append("GITHUB_STEP_SUMMARY", f"### {title}\n\n| | |\n|---|---|\n{body}\n")
+
+
+def run_id(env: Mapping[str, str] | None = None) -> str | None:
+    """The workflow run this process belongs to (GITHUB_RUN_ID), for people reading a lease record."""
+    return (os.environ if env is None else env).get("GITHUB_RUN_ID") or None
+
+
+OIDC_TIMEOUT = 10.0
+
+
+def oidc_token(env: Mapping[str, str], audience: str, *, what: str) -> str:
+    """A GitHub Actions OIDC token (a JWT) for ``audience``, to sign in to ``what`` (the job needs
+    ``permissions: id-token: write``). The request's bearer token never leaves this function."""
+    import httpx
+
+    url = env["ACTIONS_ID_TOKEN_REQUEST_URL"]
+    if audience:
+        url += ("&" if "?" in url else "?") + "audience=" + quote(audience, safe="")
+    bearer = Secret(env["ACTIONS_ID_TOKEN_REQUEST_TOKEN"])
+    try:
+        response = httpx.get(url, headers={"Authorization": f"bearer {bearer.reveal()}"}, timeout=OIDC_TIMEOUT)
+        value = response.json()["value"] if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        value = None
+    if not isinstance(value, str) or not value:
+        from codex_ci.errors import StoreError
+
+        raise StoreError(f"cannot get the GitHub Actions OIDC token for {what}",
+                         hint="The job needs `permissions: id-token: write`.")
+    return value

@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 import time
 import uuid
 from datetime import timedelta
 from typing import Any
 
-from codex_ci import interrupts
-from codex_ci.authfile import format_time, utcnow
-from codex_ci.errors import ConfigError, InvalidAuthError, StoreError
-from codex_ci.stores import Store, StoreConflict
+from codex_ci import github, interrupts
+from codex_ci.claims import format_time, utcnow
+from codex_ci.errors import ConfigError, StoreConflict, StoredValueError, StoreError
+from codex_ci.stores import Store
 
 log = logging.getLogger("codex_ci")
 
@@ -30,7 +29,7 @@ MAX_TTL = timedelta(minutes=15)
 
 def new_holder_id() -> str:
     """Who holds the lease, for people reading the record: host, GitHub run (if any) and a random part."""
-    run = os.environ.get("GITHUB_RUN_ID")
+    run = github.run_id()
     where = f"{socket.gethostname()}" + (f"/run-{run}" if run else "")
     return f"{where}/{uuid.uuid4().hex[:12]}"
 
@@ -56,7 +55,7 @@ class Lease:
         """(version of the record, its content; {} when absent or unreadable)."""
         try:
             record = self.store.read()
-        except InvalidAuthError:
+        except StoredValueError:
             raise StoreError(
                 f"the refresh lease record {self.store.url} is damaged",
                 hint="Delete it: it holds no secret, and the next refresh writes a new one.",
@@ -99,7 +98,7 @@ class Lease:
         deadline = time.monotonic() + ttl
         try:
             with interrupts.rotation():  # a signal waits until the lease taken is recorded, so it can be released
-                self.version = self.store.write(json.dumps(record).encode(), version)
+                self.version = self.store.write(json.dumps(record), version)
         except StoreConflict:
             return False
         self.deadline = deadline
@@ -112,7 +111,7 @@ class Lease:
             return
         record = {"holder": None, "released_at": format_time(utcnow())}
         try:
-            self.store.write(json.dumps(record).encode(), self.version)
+            self.store.write(json.dumps(record), self.version)
         except StoreConflict:
             log.warning("the refresh lease on %s was taken over before release", self.store.url)
         self.version = None

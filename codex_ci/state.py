@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
 from pathlib import Path
 
-from codex_ci.authfile import Stamp, parse_time
+from codex_ci.claims import Stamp, parse_time
 from codex_ci.files import read_file, write_atomic
 
 log = logging.getLogger("codex_ci")

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from codex_ci.authfile import AuthFile, format_time, utcnow
 from codex_ci.errors import ExitCode, FileSystemError, InvalidAuthError
-from codex_ci.files import AUTH_NAME, SharedAuthLock, mode_of, read_file
-from codex_ci.local import CONFIG_NAME, credentials_store, environment_notes, mode_note
+from codex_ci.files import mode_of
+from codex_ci.home import Home
+from codex_ci.seed import environment_notes, mode_note
+
+if TYPE_CHECKING:
+    from codex_ci.stores import Store
+
+log = logging.getLogger("codex_ci")
 
 HEALTH_CODES = {
     "healthy": ExitCode.OK,
@@ -81,22 +87,22 @@ def _octal(mode: int | None) -> str | None:
     return None if mode is None else f"{mode:04o}"
 
 
-def read_status(home: Path, *, min_ttl: timedelta, lock_timeout: float, now: datetime | None = None) -> Status:
-    """Read auth.json (under the lock when the directory allows it) and judge its health."""
+def read_status(home: Home, *, min_ttl: timedelta, lock_timeout: float, now: datetime | None = None) -> Status:
+    """Read auth.json (under the shared lock when the directory allows it) and judge its health."""
     now = now or utcnow()
-    path = home / AUTH_NAME
+    path = home.auth_path
     status = Status("missing", str(home), str(path))
-    status.dir_mode = _octal(mode_of(home))
+    status.dir_mode = _octal(mode_of(home.path))
     if status.dir_mode is None:
         status.health, status.problem = "unusable", f"CODEX_HOME {home} does not exist"
         return status
-    if not home.is_dir():
+    if not home.path.is_dir():
         status.health, status.problem = "unusable", f"CODEX_HOME {home} is not a directory"
         return status
     status.file_mode = _octal(mode_of(path))
     try:
-        status.credentials_store = credentials_store(read_file(home / CONFIG_NAME))
-        raw = _read_locked(home, lock_timeout, status.warnings)
+        status.credentials_store = home.credentials_store()
+        raw = home.read_shared(lock_timeout, status.warnings)
     except FileSystemError as exc:
         status.health, status.problem = "unusable", exc.message
         return status
@@ -112,19 +118,6 @@ def read_status(home: Path, *, min_ttl: timedelta, lock_timeout: float, now: dat
     _warn(status)
     status.warnings += environment_notes(os.environ)
     return status
-
-
-def _read_locked(home: Path, lock_timeout: float, warnings: list[str]) -> bytes | None:
-    try:
-        lock = SharedAuthLock(home, lock_timeout).__enter__()
-    except FileSystemError as exc:
-        # A read-only CODEX_HOME cannot hold a lock file; then nobody can be writing auth.json either.
-        warnings.append(f"read without the lock: {exc.message}")
-        return read_file(home / AUTH_NAME)
-    try:
-        return read_file(home / AUTH_NAME)
-    finally:
-        lock.__exit__(None, None, None)
 
 
 def _describe(status: Status, auth: AuthFile, now: datetime, min_ttl: timedelta) -> None:
@@ -163,6 +156,21 @@ def _warn(status: Status) -> None:
     elif status.credentials_store == "invalid":
         status.warnings.append("config.toml is not valid TOML")
 
+
+def store_view(store: Store, home: Home, now: datetime | None = None) -> StoreView:
+    """What status --store adds: the store's version, its login's age, whether the local copy matches."""
+    view = StoreView(store.url)
+    stored = store.read()
+    if stored is None:
+        log.warning("%s holds no login: put one there with `codex-ci persist --to URL`", store.url)
+        return view
+    remote = AuthFile.parse_stored(stored.value, store.url)
+    view.version = stored.version
+    if remote.last_refresh is not None:
+        view.last_refresh_age_seconds = int(((now or utcnow()) - remote.last_refresh).total_seconds())
+    local = home.read()
+    view.in_sync = local is not None and local in (stored.value.encode("utf-8", "surrogateescape"), remote.to_bytes())
+    return view
 
 
 def render(status: Status) -> str:

@@ -14,8 +14,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from codex_ci.errors import ConfigError, InvalidAuthError, StoreError
-from codex_ci.stores.base import StoreConflict, Versioned, missing_extra
+from codex_ci.errors import ConfigError, StoreConflict, StoredValueError, StoreError
+from codex_ci.stores.base import Store, Versioned, missing_extra
 
 CURRENT, PENDING = "AWSCURRENT", "AWSPENDING"
 NOT_FOUND, EXISTS, BAD_PARAMETER, BAD_STATE = (
@@ -24,7 +24,8 @@ DENIED = {"AccessDeniedException", "AccessDenied", "UnrecognizedClientException"
           "InvalidSignatureException", "SignatureDoesNotMatch", "ExpiredTokenException", "ExpiredToken",
           "DecryptionFailure", "EncryptionFailure", "KMSAccessDeniedException"}
 THROTTLED = {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
-ARN = re.compile(r"arn:[\w-]+:secretsmanager:(?P<region>[\w-]+):\d+:secret:(?P<name>[^:]+)")
+ARN = re.compile(r"(?P<prefix>arn:[\w-]+:secretsmanager:(?P<region>[\w-]+):(?P<account>\d+):secret:)(?P<name>[^:]+)")
+SUFFIX = re.compile(r"-[A-Za-z0-9]{6}$")  # the random part AWS appends to a secret's name in its full ARN
 IAM_HINT = (
     "Allow secretsmanager:GetSecretValue, PutSecretValue, UpdateSecretVersionStage and CreateSecret on the secret "
     "and its -lease sibling (plus kms:Decrypt and kms:GenerateDataKey if it uses a customer managed KMS key)."
@@ -41,17 +42,28 @@ class AwsRequestError(StoreError):
 
 class AwsStore:
     compare_and_set = True
+    missing_hint = None
 
-    def __init__(self, location: str, client: Any) -> None:
+    def __init__(self, location: str, client: Any, region: str, *, creatable: bool | None = None) -> None:
         self._location = location
         self._client = client
+        self._region = region
         match = ARN.fullmatch(location)
+        self._arn = match
         self._is_arn = match is not None
-        self._name = re.sub(r"-[A-Za-z0-9]{6}$", "", match["name"]) if match else location
+        self._name = SUFFIX.sub("", match["name"]) if match else location
+        # a secret named by its ARN is not created by codex-ci, except a sibling (the lease) in that same account
+        self._creatable = match is None if creatable is None else creatable
 
     @property
     def url(self) -> str:
         return f"aws://{self._location}"
+
+    @property
+    def key(self) -> str:
+        """Region, account (when an ARN names it) and name without ARN's random suffix."""
+        account = self._arn["account"] if self._arn else ""
+        return f"aws://{self._region}/{account}/{self._name}"
 
     def __repr__(self) -> str:
         return f"AwsStore({self.url!r})"
@@ -65,14 +77,11 @@ class AwsStore:
             raise
         text = answer.get("SecretString")
         if not isinstance(text, str):
-            raise InvalidAuthError(f"{self.url} holds a binary secret, not the text of an auth.json")
-        return Versioned(text.encode("utf-8"), str(answer["VersionId"]))
+            raise StoredValueError(f"{self.url} holds a binary secret, not the text of an auth.json")
+        return Versioned(text, str(answer["VersionId"]))
 
-    def write(self, value: bytes, expected: str | None) -> str:
-        try:
-            text = value.decode("utf-8")
-        except UnicodeDecodeError:
-            raise StoreError(f"cannot write {self.url}: the value is not UTF-8 text") from None
+    def write(self, value: str, expected: str | None) -> str:
+        text = value
         if expected is None:
             return self._create(text)
         try:
@@ -96,18 +105,27 @@ class AwsStore:
             raise
         return new
 
-    def sibling(self, suffix: str) -> AwsStore:
-        return AwsStore(f"{self._name}-{suffix}", self._client)
+    def check_writable(self) -> None:
+        """Compare-and-set: a write that fails loses nothing the lease does not protect."""
+
+    def sibling(self, suffix: str) -> Store:
+        """``NAME-SUFFIX`` next to this secret: by partial ARN in the ARN's account and region when this one was
+        named by ARN (a lease of a secret shared across accounts lives with it), else by name."""
+        name = f"{self._name}-{suffix}"
+        return AwsStore(f"{self._arn['prefix']}{name}" if self._arn else name, self._client, self._region,
+                        creatable=True)
 
     def _create(self, text: str) -> str:
-        if not self._is_arn:
+        if self._creatable:
             try:
-                answer = self._call("create", "create_secret", Name=self._location, SecretString=text,
+                answer = self._call("create", "create_secret", Name=self._name, SecretString=text,
                                     ClientRequestToken=str(uuid.uuid4()))
-                return str(answer["VersionId"])
             except AwsRequestError as exc:
                 if exc.code != EXISTS:
                     raise
+            else:
+                self._check_account(str(answer.get("ARN", "")))
+                return str(answer["VersionId"])
         if self._current_version() is not None:
             raise StoreConflict(f"{self.url} already exists")
         # The secret exists without a value (or is an ARN): its first version becomes AWSCURRENT by itself.
@@ -124,6 +142,19 @@ class AwsStore:
             self._drop_pending(new)
             raise StoreConflict(f"{self.url} already exists")
         return new
+
+    def _check_account(self, created: str) -> None:
+        """A secret named by ARN is created by name, so in the caller's account: undo that when the ARN names another
+        account (runners of both accounts must share one lease, in the secret's own account)."""
+        made = ARN.fullmatch(created)
+        if self._arn is None or made is None or made["account"] == self._arn["account"]:
+            return
+        with contextlib.suppress(StoreError):
+            self._call("clean up", "delete_secret", SecretId=created, ForceDeleteWithoutRecovery=True)
+        raise StoreError(f"{self.url} does not exist, and codex-ci cannot create it in account "
+                         f"{self._arn['account']} from another account",
+                         hint=f"Create the secret {self._name} in account {self._arn['account']} (region "
+                         f"{self._arn['region']}) and allow the runners' roles to use it.")
 
     def _put(self, text: str) -> tuple[str, list[str]]:
         answer = self._call("write", "put_secret_value", SecretId=self._location, SecretString=text,
@@ -210,4 +241,4 @@ def open_store(location: str, env: Mapping[str, str]) -> AwsStore:
     except (bx.BotoCoreError, ValueError) as exc:
         raise StoreError(f"cannot open aws://{location}: {type(exc).__name__}",
                          hint="Check AWS_PROFILE, the region and AWS_ENDPOINT_URL.") from None
-    return AwsStore(location, client)
+    return AwsStore(location, client, str(region))

@@ -7,17 +7,20 @@ For ``scripts/demo`` and for self-hosted runners that share a disk. Stored as
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from codex_ci.errors import ConfigError, FileSystemError, InvalidAuthError, StoreError
-from codex_ci.files import Flock, make_private_dirs, read_file, write_atomic
-from codex_ci.stores.base import StoreConflict, Versioned
+from codex_ci.errors import ConfigError, FileSystemError, StoreConflict, StoredValueError, StoreError
+from codex_ci.files import make_private_dirs, read_file, write_atomic
+from codex_ci.locks import Flock
+from codex_ci.stores.base import Store, Versioned
 
 
 class FileStore:
     compare_and_set = True
+    missing_hint = None
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -25,6 +28,10 @@ class FileStore:
     @property
     def url(self) -> str:
         return f"file://{self.path}"
+
+    @property
+    def key(self) -> str:
+        return f"file://{os.path.realpath(self.path)}"
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -43,10 +50,9 @@ class FileStore:
             version, value = data["version"], data["value"]
             if isinstance(version, bool) or not isinstance(version, int) or not isinstance(value, str):
                 raise TypeError
-            encoded = value.encode("utf-8", "surrogateescape")  # the bytes write() was given
         except (ValueError, KeyError, TypeError, RecursionError, UnicodeError):
-            raise InvalidAuthError(f"{self.url} is not a codex-ci file store (or it is damaged)") from None
-        return Versioned(encoded, str(version))
+            raise StoredValueError(f"{self.url} is not a codex-ci file store (or it is damaged)") from None
+        return Versioned(value, str(version))
 
     def read(self) -> Versioned | None:
         try:
@@ -57,7 +63,7 @@ class FileStore:
         with self._locked():
             return self._load()
 
-    def write(self, value: bytes, expected: str | None) -> str:
+    def write(self, value: str, expected: str | None) -> str:
         try:
             make_private_dirs(self.path.parent)
         except OSError as exc:
@@ -68,13 +74,16 @@ class FileStore:
                 raise StoreConflict(f"{self.url} changed (expected version {expected}, found "
                                     f"{current.version if current else 'none'})")
             version = int(expected or 0) + 1
-            text = value.decode("utf-8", "surrogateescape")  # any bytes round-trip
-            data = json.dumps({"format": 1, "version": version, "value": text}, ensure_ascii=False)
+            data = json.dumps({"format": 1, "version": version, "value": value}, ensure_ascii=False)
             write_atomic(self.path, data.encode("utf-8", "surrogateescape"))
         return str(version)
 
-    def sibling(self, suffix: str) -> FileStore:
+    def check_writable(self) -> None:
+        """Compare-and-set: a write that fails loses nothing the lease does not protect."""
+
+    def sibling(self, suffix: str) -> Store:
         return FileStore(self.path.with_name(f"{self.path.name}.{suffix}"))
+
 
 def open_store(location: str, env: Mapping[str, str]) -> FileStore:
     try:

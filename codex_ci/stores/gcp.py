@@ -19,8 +19,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from codex_ci.errors import ConfigError, InvalidAuthError, StoreError
-from codex_ci.stores.base import StoreConflict, Versioned, missing_extra
+from codex_ci.errors import ConfigError, StoreConflict, StoredValueError, StoreError
+from codex_ci.stores.base import Store, Versioned, missing_extra
 
 ALIAS = "codex-ci"
 TIMEOUT = 10.0  # seconds, for every call; no retries, so an unreachable endpoint fails at once or within this
@@ -83,6 +83,7 @@ class _Sdk:
 
 class GcpStore:
     compare_and_set = True
+    missing_hint = None
 
     def __init__(self, project: str, secret: str, sdk: _Sdk) -> None:
         self.project, self.secret, self._sdk = project, secret, sdk
@@ -91,6 +92,10 @@ class GcpStore:
     @property
     def url(self) -> str:
         return f"gcp://{self.name}"
+
+    @property
+    def key(self) -> str:
+        return self.url
 
     def __repr__(self) -> str:
         return f"GcpStore({self.url})"
@@ -145,11 +150,10 @@ class GcpStore:
             raise StoreError(f"version {number} of {self.url} failed its CRC32C check (corrupted in transit)",
                              hint="Try again; if it persists, write a fresh value.")
         try:
-            data.decode("utf-8")
+            return Versioned(data.decode("utf-8"), number)
         except UnicodeDecodeError:
-            raise InvalidAuthError(f"version {number} of {self.url} is not UTF-8 text, so not a login "
+            raise StoredValueError(f"version {number} of {self.url} is not UTF-8 text, so not a login "
                                    "codex-ci wrote") from None
-        return Versioned(data, number)
 
     def _expect(self, expected: str | None) -> Any:
         """The secret, if its alias names ``expected`` (None: no alias; the secret is created if missing)."""
@@ -165,10 +169,11 @@ class GcpStore:
                                 f"found {found})")
         return secret
 
-    def write(self, value: bytes, expected: str | None) -> str:
+    def write(self, value: str, expected: str | None) -> str:
+        data = value.encode("utf-8", "surrogateescape")
         secret = self._expect(expected)
         added = self._call("add a version to", "add_secret_version", {
-            "parent": self.name, "payload": {"data": value, "data_crc32c": crc32c(value)}})
+            "parent": self.name, "payload": {"data": data, "data_crc32c": crc32c(data)}})
         number = int(added.name.rsplit("/", 1)[-1])
         try:
             for _ in range(3):  # a stale etag: retried only while the alias still names `expected`
@@ -189,7 +194,10 @@ class GcpStore:
         with contextlib.suppress(StoreError):
             self._call("destroy", "destroy_secret_version", {"name": f"{self.name}/versions/{number}"})
 
-    def sibling(self, suffix: str) -> GcpStore:
+    def check_writable(self) -> None:
+        """Compare-and-set: a write that fails loses nothing the lease does not protect."""
+
+    def sibling(self, suffix: str) -> Store:
         return GcpStore(*_parse(f"{self.name}-{suffix}", {}), self._sdk)
 
 

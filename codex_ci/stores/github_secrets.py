@@ -35,7 +35,7 @@ from urllib.parse import quote, urlsplit
 
 from codex_ci.errors import ConfigError, StoreError
 from codex_ci.secret import Secret
-from codex_ci.stores.base import Versioned, is_loopback, missing_extra
+from codex_ci.stores.base import Store, Versioned, is_loopback, missing_extra
 
 TIMEOUT = 15.0
 DEFAULT_API = "https://api.github.com"
@@ -50,9 +50,9 @@ PERMISSION_HINT = (
 )
 
 
-def digest(value: bytes) -> str:
+def digest(value: str) -> str:
     """The version of a value read from the environment or written: GitHub keeps none of its own."""
-    return "sha256:" + hashlib.sha256(value).hexdigest()[:16]
+    return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 class GitHubSecretStore:
@@ -70,6 +70,11 @@ class GitHubSecretStore:
     def url(self) -> str:
         return f"github://{self.location}"
 
+    @property
+    def key(self) -> str:
+        """The API server, the scope and the secret's name (GitHub's names are case-insensitive)."""
+        return f"github://{self.api}/{self.scope}/{self.name.upper()}"
+
     def __repr__(self) -> str:
         return f"GitHubSecretStore({self.url!r})"
 
@@ -85,10 +90,9 @@ class GitHubSecretStore:
         text = self._passed.reveal()
         if not text.strip():
             return None
-        value = text.encode("utf-8", "surrogateescape")
-        return Versioned(value, digest(value))
+        return Versioned(text, digest(text))
 
-    def write(self, value: bytes, expected: str | None) -> str:
+    def write(self, value: str, expected: str | None) -> str:
         """Encrypt and PUT ``value``. ``expected`` is ignored: GitHub has no compare-and-set (last writer wins)."""
         del expected
         with self._client() as client:
@@ -106,7 +110,7 @@ class GitHubSecretStore:
             self._public_key(client)
             self._call(client, "GET", self._secret_path, "check access to the secret", absent_ok=True)
 
-    def sibling(self, suffix: str) -> GitHubSecretStore:
+    def sibling(self, suffix: str) -> Store:
         raise ConfigError(f"{self.url} cannot hold a {suffix}: GitHub secrets have no compare-and-set",
                           hint=ROTATOR_HINT)
 
@@ -208,7 +212,7 @@ ROTATOR_HINT = (
 )
 
 
-def _seal(key: str, value: bytes) -> str:
+def _seal(key: str, value: str) -> str:
     try:
         from nacl.exceptions import CryptoError
         from nacl.public import PublicKey, SealedBox
@@ -216,7 +220,7 @@ def _seal(key: str, value: bytes) -> str:
         raise missing_extra("github") from None
     try:
         box = SealedBox(PublicKey(base64.b64decode(key, validate=True)))
-        return base64.b64encode(box.encrypt(value)).decode("ascii")
+        return base64.b64encode(box.encrypt(value.encode("utf-8", "surrogateescape"))).decode("ascii")
     except (CryptoError, ValueError, TypeError):
         raise StoreError("GitHub's public key is not a usable libsodium key") from None
 

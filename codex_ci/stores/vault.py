@@ -21,11 +21,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
-from codex_ci.errors import ConfigError, InvalidAuthError, StoreError
+from codex_ci import github
+from codex_ci.errors import ConfigError, StoreConflict, StoredValueError, StoreError
 from codex_ci.secret import Secret
-from codex_ci.stores.base import StoreConflict, Versioned, missing_extra
+from codex_ci.stores.base import Store, Versioned, missing_extra
 
 TIMEOUT = 10.0
 FIELD = "auth_json"
@@ -35,8 +36,9 @@ T = TypeVar("T")
 class _Session:
     """One hvac client and its lazy login, shared by a store and its siblings. Never shows a token."""
 
-    def __init__(self, client: Any, addr: str, method: str, login: Callable[[Any], None] | None) -> None:
-        self.client, self.addr, self.method, self._login = client, addr, method, login
+    def __init__(self, client: Any, addr: str, method: str, login: Callable[[Any], None] | None,
+                 namespace: str = "") -> None:
+        self.client, self.addr, self.method, self._login, self.namespace = client, addr, method, login, namespace
 
     def __repr__(self) -> str:
         return f"_Session(addr={self.addr!r}, method={self.method!r})"
@@ -89,6 +91,7 @@ _LOGIN_HINTS = {
 
 class VaultStore:
     compare_and_set = True
+    missing_hint = None
 
     def __init__(self, session: _Session, mount: str, path: str, primary: str | None = None) -> None:
         self._session, self.mount, self.path, self.primary = session, mount, path, primary or path
@@ -96,6 +99,11 @@ class VaultStore:
     @property
     def url(self) -> str:
         return f"vault://{self.mount}/{self.path}"
+
+    @property
+    def key(self) -> str:
+        """The server, its namespace and the path: one mount path on two Vault servers is two secrets."""
+        return f"vault://{self._session.addr}/{self._session.namespace}/{self.mount}/{self.path}"
 
     def __repr__(self) -> str:
         return f"VaultStore({self.url!r})"
@@ -127,8 +135,8 @@ class VaultStore:
         if payload is None:  # the current version is deleted or destroyed
             return None, version
         if not isinstance(payload, dict) or not isinstance(payload.get(FIELD), str):
-            raise InvalidAuthError(f"{self.url} does not hold a codex-ci login (no {FIELD!r} text field)")
-        return Versioned(payload[FIELD].encode("utf-8"), str(version)), version
+            raise StoredValueError(f"{self.url} does not hold a codex-ci login (no {FIELD!r} text field)")
+        return Versioned(payload[FIELD], str(version)), version
 
     def read(self) -> Versioned | None:
         return self._get()[0]
@@ -153,11 +161,8 @@ class VaultStore:
         except (KeyError, TypeError):
             raise StoreError(f"{self.url}: no version in Vault's answer (is {self.mount}/ KV v2?)") from None
 
-    def write(self, value: bytes, expected: str | None) -> str:
-        try:
-            secret = {FIELD: value.decode("utf-8")}
-        except UnicodeDecodeError:
-            raise InvalidAuthError(f"the login is not UTF-8 text and cannot be stored in {self.url}") from None
+    def write(self, value: str, expected: str | None) -> str:
+        secret = {FIELD: value}
         if expected is not None and not expected.isdigit():
             raise StoreConflict(f"{self.url}: {expected!r} is not a Vault version")
         version = self._put(secret, int(expected or 0))
@@ -169,26 +174,11 @@ class VaultStore:
             raise StoreConflict(f"{self.url} changed (expected version {expected or 'none'})")
         return version
 
-    def sibling(self, suffix: str) -> VaultStore:
+    def check_writable(self) -> None:
+        """Compare-and-set: a write that fails loses nothing the lease does not protect."""
+
+    def sibling(self, suffix: str) -> Store:
         return VaultStore(self._session, self.mount, f"{self.path}-{suffix}", self.primary)
-
-
-def _github_jwt(env: Mapping[str, str], audience: str) -> str:
-    import httpx
-
-    url = env["ACTIONS_ID_TOKEN_REQUEST_URL"]
-    if audience:
-        url += ("&" if "?" in url else "?") + "audience=" + quote(audience, safe="")
-    bearer = Secret(env["ACTIONS_ID_TOKEN_REQUEST_TOKEN"])
-    try:
-        response = httpx.get(url, headers={"Authorization": f"bearer {bearer.reveal()}"}, timeout=TIMEOUT)
-        value = response.json()["value"] if response.status_code == 200 else None
-    except (httpx.HTTPError, ValueError, KeyError, TypeError):
-        value = None
-    if not isinstance(value, str) or not value:
-        raise StoreError("cannot get the GitHub Actions OIDC token for Vault",
-                         hint="The job needs `permissions: id-token: write`.")
-    return value
 
 
 def _login(env: Mapping[str, str]) -> tuple[str, Callable[[Any], None] | None, str | None]:
@@ -209,8 +199,8 @@ def _login(env: Mapping[str, str]) -> tuple[str, Callable[[Any], None] | None, s
             role_id.reveal(), secret_id.reveal(), mount_point=mount), None
     if method == "jwt":
         role, jwt_file = env.get("CODEX_CI_VAULT_ROLE", ""), env.get("CODEX_CI_VAULT_JWT_FILE", "")
-        github = bool(env.get("ACTIONS_ID_TOKEN_REQUEST_URL") and env.get("ACTIONS_ID_TOKEN_REQUEST_TOKEN"))
-        if not role or not (jwt_file or github):
+        oidc = bool(env.get("ACTIONS_ID_TOKEN_REQUEST_URL") and env.get("ACTIONS_ID_TOKEN_REQUEST_TOKEN"))
+        if not role or not (jwt_file or oidc):
             raise ConfigError("Vault JWT login needs CODEX_CI_VAULT_ROLE and CODEX_CI_VAULT_JWT_FILE (or GitHub "
                               "Actions OIDC: `permissions: id-token: write`)")
         audience = env.get("CODEX_CI_VAULT_JWT_AUDIENCE", "")
@@ -222,7 +212,7 @@ def _login(env: Mapping[str, str]) -> tuple[str, Callable[[Any], None] | None, s
                 except (OSError, UnicodeDecodeError):
                     raise ConfigError("cannot read the JWT in CODEX_CI_VAULT_JWT_FILE") from None
             else:
-                jwt = _github_jwt(env, audience)
+                jwt = github.oidc_token(env, audience, what="Vault")
             client.auth.jwt.jwt_login(role, jwt, path=mount)
 
         return method, jwt_login, None
@@ -252,4 +242,4 @@ def open_store(location: str, env: Mapping[str, str]) -> VaultStore:
     cert, key = env.get("VAULT_CLIENT_CERT"), env.get("VAULT_CLIENT_KEY")
     client = hvac.Client(url=addr, token=token or "", verify=verify, cert=(cert, key) if cert and key else cert,
                          timeout=TIMEOUT, namespace=env.get("VAULT_NAMESPACE") or None)
-    return VaultStore(_Session(client, addr, method, login), mount, path)
+    return VaultStore(_Session(client, addr, method, login, env.get("VAULT_NAMESPACE", "").strip("/ ")), mount, path)
