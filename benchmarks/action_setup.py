@@ -24,14 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from tokenserver import TokenServer, make_login
-
 from benchmarks.common import ROOT, clean_env, median, ms
 from benchmarks.report import Outcome, Row
 from codex_ci.stores.file import FileStore
+from testing.tokenserver import TokenServer, make_login
 
-# tests/actionrunner.py and PyYAML carry no type information: imported as modules of unknown shape
-harness: Any = importlib.import_module("actionrunner")
+# tests/actionrunner.py (not type-checked) and PyYAML (no type information): imported as modules of unknown shape
+harness: Any = importlib.import_module("tests.actionrunner")
 yaml: Any = importlib.import_module("yaml")
 Job: TypeAlias = Any
 Result: TypeAlias = Any

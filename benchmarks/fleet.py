@@ -38,12 +38,11 @@ from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
 
-from tokenserver import TokenServer, make_login
-
 from benchmarks.common import LOOPBACK, PYTHON, clean_env, environ, median, ms
 from benchmarks.report import Outcome, Row
 from benchmarks.stores import KINDS, Backend, Recorder, Tally, backend
 from codex_ci.refresh import Policy
+from testing.tokenserver import TokenServer, make_login
 
 FLEET = 16
 ROUNDS_PROCESSES = 1  # rounds of (a), fleet and single: a fleet round takes 8-50 s on 2 (shared) CPUs

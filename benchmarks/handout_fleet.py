@@ -29,15 +29,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from fake_github import WRITE_TOKEN, FakeGitHub
-from fake_github import Secret as StoredSecret
-from tokenserver import CLIENT_ID, TokenServer, make_login, rfc3339
 
 from benchmarks.report import Outcome, Row
 from codex_ci.authfile import ACCESS_ONLY_TOKEN
 from codex_ci.errors import AccessOnlyError
 from codex_ci.refresh import Policy, TokenClient
 from codex_ci.stores import open_store
+from testing.fake_github import WRITE_TOKEN, FakeGitHub
+from testing.fake_github import Secret as StoredSecret
+from testing.tokenserver import CLIENT_ID, TokenServer, make_login, rfc3339
 
 REPO = "octo/app"
 SCOPE = f"repos/{REPO}/actions"

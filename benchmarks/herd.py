@@ -27,12 +27,12 @@ from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
-from tokenserver import TokenServer
+from codex_ci.local import refresh_home
 
 from benchmarks.common import LOOPBACK, PYTHON, clean_env, environ, median, ms, write_login
 from benchmarks.report import Outcome, Row
-from codex_ci.local import refresh_home
 from codex_ci.refresh import Policy
+from testing.tokenserver import TokenServer
 
 HERD = 64
 ROUNDS = 3

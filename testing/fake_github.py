@@ -14,10 +14,11 @@ import json
 import re
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from testing.servers import LoopbackHTTPServer, ThreadedHTTPService
 
 BODY_MARKER = "FAKE-GITHUB-BODY-TEXT"
 WRITE_TOKEN = "ghs_CANARY_write_token_0123456789"
@@ -35,7 +36,7 @@ class Secret:
     selected: list[int] = field(default_factory=list)
 
 
-class FakeGitHub:
+class FakeGitHub(ThreadedHTTPService):
     """``with FakeGitHub() as gh: gh.url``. Scopes that exist: ``repos``, ``environments`` (of a repo), ``orgs``."""
 
     def __init__(self, repos: tuple[str, ...] = ("octo/app",), environments: tuple[str, ...] = ("octo/app:prod",),
@@ -52,12 +53,11 @@ class FakeGitHub:
         self.headers: list[dict[str, str]] = []
         self.tokens = {WRITE_TOKEN: "write", READ_ONLY_TOKEN: "none"}
         self.lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(_Handler, name="fake-github")
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self.base_url
 
     def key_id(self, scope: str) -> str:
         return "key-" + hashlib.sha256(scope.encode()).hexdigest()[:12]
@@ -65,15 +65,6 @@ class FakeGitHub:
     def value(self, scope: str, name: str) -> bytes | None:
         secret = self.secrets.get((scope, name))
         return secret.plaintext if secret else None
-
-    def __enter__(self) -> FakeGitHub:
-        self._thread.start()
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
 
     def answer(self, method: str, target: str, auth: str, body: bytes) -> tuple[int, Any]:
         path = urlsplit(target).path
@@ -125,29 +116,28 @@ class FakeGitHub:
         self.puts.append(f"{scope}/{name}")
         return (201 if secret is None else 204), None
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        fake = self
+class _Handler(BaseHTTPRequestHandler):
+    server: LoopbackHTTPServer
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
 
-            def _serve(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                with fake.lock:
-                    fake.requests.append((self.command, self.path))
-                    fake.headers.append({k.lower(): v for k, v in self.headers.items()})
-                    status, answer = fake.answer(self.command, self.path, self.headers.get("Authorization", ""), body)
-                    fake.statuses.append(status)
-                payload = b"" if answer is None else json.dumps(answer).encode()
-                self.send_response(status)
-                if payload:
-                    self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+    def _serve(self) -> None:
+        fake = self.server.service
+        assert isinstance(fake, FakeGitHub)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        with fake.lock:
+            fake.requests.append((self.command, self.path))
+            fake.headers.append({k.lower(): v for k, v in self.headers.items()})
+            status, answer = fake.answer(self.command, self.path, self.headers.get("Authorization", ""), body)
+            fake.statuses.append(status)
+        payload = b"" if answer is None else json.dumps(answer).encode()
+        self.send_response(status)
+        if payload:
+            self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
 
-            do_GET = do_PUT = do_DELETE = _serve
-
-        return Handler
+    do_GET = do_PUT = do_DELETE = _serve

@@ -14,11 +14,16 @@ Faults: ``faults`` maps a substring of a resource name to the status every call 
 PERMISSION_DENIED for names containing "denied"; add e.g. ``{"x": grpc.StatusCode.UNAVAILABLE}``); ``deny_all``
 denies everything. ``hooks[method](request)`` runs before a method (outside the lock, so it may block or call
 the server); ``calls`` logs ``(method, resource name)``; ``reset()`` restores the defaults.
+
+In a child process (so that the parent never starts gRPC and may fork): ``python -m testing.fake_secretmanager
+--port N`` serves until SIGTERM.
 """
 
 from __future__ import annotations
 
+import argparse
 import re
+import signal
 import threading
 import time
 import zlib
@@ -82,14 +87,14 @@ def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
 
 
 class FakeSecretManager:
-    def __init__(self, *, deny_all: bool = False) -> None:
+    def __init__(self, *, deny_all: bool = False, port: int = 0) -> None:
         self.deny_all = deny_all
         self.secrets: dict[tuple[str, str], Secret] = {}
         self.calls: list[tuple[str, str]] = []
         self._lock = threading.RLock()
         self._etags = 0
         self._server: Any = None
-        self.port = 0
+        self.port = port
         self.reset()
 
     def reset(self) -> None:
@@ -125,7 +130,7 @@ class FakeSecretManager:
         }
         self._server = grpc.server(ThreadPoolExecutor(max_workers=16))
         self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-        self.port = self._server.add_insecure_port("127.0.0.1:0")
+        self.port = self._server.add_insecure_port(f"127.0.0.1:{self.port}")
         self._server.start()
         return self
 
@@ -332,3 +337,20 @@ class FakeSecretManager:
     def get(self, name: str) -> Secret | None:
         with self._lock:
             return self._find(name, must=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve on ``--port`` until SIGTERM or SIGINT."""
+    parser = argparse.ArgumentParser(description="A loopback gRPC fake of GCP Secret Manager.")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with FakeSecretManager(port=args.port):
+        stop.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,9 +1,13 @@
 """Fake OpenAI OAuth token endpoint (``POST /oauth/token``) used by Codex to refresh ChatGPT logins.
 
 Strict about refresh-token rotation: reusing a spent refresh token revokes the whole chain.
-Fault modes simulate server errors, odd bodies and dropped connections. Standalone use:
-``python tests/tokenserver.py --port 0 --state-file state.json`` prints the URL on its first
+Fault modes simulate server errors, odd bodies and dropped connections. Standalone use, from the repository
+root: ``python -m testing.tokenserver --port 0 --state-file state.json`` prints the URL on its first
 stdout line, serves until SIGTERM/SIGINT and rewrites the state file after every request.
+
+Needs only the standard library (``scripts/demo`` runs it with nothing but codex-ci's core installed).
+Subclasses hook into a request with :meth:`TokenServer.recorded`, :meth:`TokenServer.answering` and
+:meth:`TokenServer.answered` (the crash tests' timestamps, the fleet simulation's cancellations).
 """
 
 from __future__ import annotations
@@ -14,16 +18,17 @@ import json
 import os
 import secrets
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
+
+from testing.servers import LoopbackHTTPServer, ThreadedHTTPService
 
 CLIENT_ID = "app_EMoamEEZ73f0CkXaXp7hrann"
 TOKEN_PATH = "/oauth/token"
@@ -88,7 +93,7 @@ def make_login(
 
 
 @dataclass(frozen=True)
-class _Reply:
+class Reply:
     """An HTTP answer; ``status=None`` means close the socket without answering."""
 
     status: int | None
@@ -97,18 +102,18 @@ class _Reply:
     headers: tuple[tuple[str, str], ...] = ()
 
 
-def _json(status: int, obj: Any, *headers: tuple[str, str]) -> _Reply:
-    return _Reply(status, json.dumps(obj).encode(), headers=headers)
+def _json(status: int, obj: Any, *headers: tuple[str, str]) -> Reply:
+    return Reply(status, json.dumps(obj).encode(), headers=headers)
 
 
-def _error(code: str, message: str) -> _Reply:
+def _error(code: str, message: str) -> Reply:
     return _json(401, {"error": {"code": code, "message": message, "type": "invalid_request_error"}})
 
 
-_DROP = _Reply(None)
+_DROP = Reply(None)
 _INVALIDATED = _error("refresh_token_invalidated", "Your refresh token has been invalidated.")
 _REUSED = _error("refresh_token_reused", "Your refresh token has already been used.")
-_FAULTS: dict[str, _Reply] = {
+_FAULTS: dict[str, Reply] = {
     "http500": _json(500, {"error": "server_error"}),
     "http502": _json(502, {"error": "server_error"}),
     "http503": _json(503, {"error": "server_error"}),
@@ -119,8 +124,8 @@ _FAULTS: dict[str, _Reply] = {
     "invalid_grant": _json(400, {"error": "invalid_grant"}),
     "code_toplevel": _json(400, {"code": "REFRESH_TOKEN_EXPIRED"}),
     "unauthorized": _json(401, {}),
-    "garbage": _Reply(200, b"<html>not json</html>", "text/html"),
-    "html500": _Reply(500, b"<html><body><h1>500 Internal Server Error</h1></body></html>", "text/html"),
+    "garbage": Reply(200, b"<html>not json</html>", "text/html"),
+    "html500": Reply(500, b"<html><body><h1>500 Internal Server Error</h1></body></html>", "text/html"),
     "empty_ok": _json(200, {}),
     "drop": _DROP,
 }
@@ -128,22 +133,8 @@ MODES = frozenset(_FAULTS) | {"ok", "slow", "partial", "drop_after_rotate"}
 _RECORDED_HEADERS = ("content-type", "user-agent", "originator")
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # default 5 makes 64 simultaneous clients hit SYN retries
-
-    def __init__(self, port: int, token_server: TokenServer) -> None:
-        super().__init__(("127.0.0.1", port), _Handler)
-        self.token_server = token_server
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that hung up (a timeout test) is expected; anything else is printed as usual."""
-        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
-            super().handle_error(request, client_address)
-
-
 class _Handler(BaseHTTPRequestHandler):
-    server: _HTTPServer
+    server: LoopbackHTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:
         """Keep test output clean: no per-request logging to stderr."""
@@ -157,16 +148,22 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             length = 0
         raw = self.rfile.read(length)
-        token_server = self.server.token_server
-        reply = token_server._handle(urlsplit(self.path).path, self.headers, raw)
-        if token_server.delay > 0:
-            time.sleep(token_server.delay)
-        if reply.status is None:
-            self.close_connection = True
-            return
-        self._send(reply)
+        token_server = self.server.service
+        assert isinstance(token_server, TokenServer)
+        parts = urlsplit(self.path)
+        reply, entry = token_server.handle(parts.path, self.headers, raw)
+        try:
+            token_server.answering(entry, parse_qs(parts.query))
+            if token_server.delay > 0:
+                time.sleep(token_server.delay)
+            if reply.status is None:
+                self.close_connection = True
+                return
+            self._send(reply)
+        finally:
+            token_server.answered(entry)
 
-    def _send(self, reply: _Reply) -> None:
+    def _send(self, reply: Reply) -> None:
         assert reply.status is not None
         self.send_response(reply.status)
         self.send_header("Content-Type", reply.content_type)
@@ -177,7 +174,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(reply.body)
 
 
-class TokenServer:
+class TokenServer(ThreadedHTTPService):
     """Threaded loopback HTTP server imitating ``POST /oauth/token`` with strict rotation.
 
     Requests are validated first in every mode (400 invalid_request / 401 invalid_client).
@@ -185,7 +182,7 @@ class TokenServer:
     modes answer canned replies without rotating; "partial" returns only a new access token;
     "drop_after_rotate" processes like "ok" then closes the socket unanswered. ``delay``
     sleeps after the reply is decided (so after rotation) in every mode.
-    State is guarded by ``lock``; ``posts`` counts POSTs to the token path and ``requests``
+    State is guarded by ``lock`` (reentrant); ``posts`` counts POSTs to the token path and ``requests``
     logs every POST with its ``outcome`` (e.g. rotated, replayed, reused, revoked, fault:http500).
     """
 
@@ -210,7 +207,7 @@ class TokenServer:
         self.token_prefix = token_prefix
         self.issued_age = issued_age  # the access tokens it issues say (iat) they were issued this long ago
         self.state_file = Path(state_file) if state_file is not None else None
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.posts = self.successes = self.reused = self.replays = 0
         self.revoked = False
         self.requests: list[dict[str, Any]] = []
@@ -218,19 +215,23 @@ class TokenServer:
         self._live = initial_refresh_token
         self._spent: dict[str, tuple[float, dict[str, Any]]] = {}  # token -> (spent at, response)
         self._last_spent: str | None = None
-        self._issued = 0
+        self.issued = 0  # refresh tokens issued so far (the nth rotation issues the nth)
         self.mode = "ok"
         self._mode_left: int | None = None
         self.set_mode(mode)
-        self._httpd = _HTTPServer(port, self)
-        self._thread: threading.Thread | None = None
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}{TOKEN_PATH}"
+        super().__init__(_Handler, port, name="tokenserver")
+        self.url = f"{self.base_url}{TOKEN_PATH}"
 
     @property
     def current_refresh_token(self) -> str:
         """The live refresh token (dead too once ``revoked`` is set)."""
         with self.lock:
             return self._live
+
+    def spent_tokens(self) -> dict[str, float]:
+        """Every refresh token spent by a rotation, and when (``time.monotonic()``)."""
+        with self.lock:
+            return {token: at for token, (at, _) in self._spent.items()}
 
     def set_mode(self, mode: str, count: int | None = None) -> None:
         """Switch to ``mode``; with ``count``, only for the next ``count`` token POSTs."""
@@ -240,29 +241,21 @@ class TokenServer:
             self.mode, self._mode_left = mode, count
 
     def start(self) -> TokenServer:
-        """Write the initial state file and serve in a background thread."""
+        """Write the initial state file and serve in a background thread (``with TokenServer(...)`` stops on
+        exit)."""
         with self.lock:
             self._write_state()
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="tokenserver", daemon=True
-        )
-        self._thread.start()
-        return self
+        return super().start()
 
-    def stop(self) -> None:
-        """Stop serving and close the listening socket (in-flight handlers are daemons)."""
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._httpd.server_close()
+    def recorded(self, entry: dict[str, Any], reply: Reply) -> None:
+        """Hook: a POST's ``reply`` was decided and logged as ``entry`` in ``requests`` (called holding ``lock``)."""
 
-    def __enter__(self) -> TokenServer:
-        """Start serving; ``with TokenServer(...) as srv`` stops on exit."""
-        return self.start()
+    def answering(self, entry: dict[str, Any], query: dict[str, list[str]]) -> None:
+        """Hook: in the request's thread, after the reply was decided, before ``delay`` and the answer; ``query``
+        is the request URL's query string."""
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def answered(self, entry: dict[str, Any]) -> None:
+        """Hook: in the request's thread, once the answer was written (or the write failed, or it was dropped)."""
 
     def snapshot(self) -> dict[str, Any]:
         """Counters and request log as written to the state file (caller holds ``lock``)."""
@@ -271,8 +264,8 @@ class TokenServer:
 
     def issue_next(self) -> dict[str, Any]:
         """Internal: spend the live token and return the token response (caller holds ``lock``)."""
-        self._issued += 1
-        new_rt = f"{self.token_prefix}-rt-{self._issued}-{secrets.token_hex(8)}"
+        self.issued += 1
+        new_rt = f"{self.token_prefix}-rt-{self.issued}-{secrets.token_hex(8)}"
         tokens = self._new_tokens(new_rt)
         response = {"id_token": tokens["id_token"], "access_token": tokens["access_token"],
                     "refresh_token": new_rt, "token_type": "Bearer", "expires_in": self.access_ttl,
@@ -296,8 +289,8 @@ class TokenServer:
                 self.mode, self._mode_left = "ok", None
         return mode
 
-    def _handle(self, path: str, headers: Message, raw: bytes) -> _Reply:
-        """Decide the reply to one POST, update counters and the state file."""
+    def handle(self, path: str, headers: Message, raw: bytes) -> tuple[Reply, dict[str, Any]]:
+        """Decide the reply to one POST, update counters and the state file; the reply and the request's entry."""
         try:
             body: Any = json.loads(raw)
         except ValueError:
@@ -312,13 +305,13 @@ class TokenServer:
             self.replays += outcome == "replayed"
             self.reused += outcome in ("reused", "fault:reused")
             recorded = {k: headers[k] for k in _RECORDED_HEADERS if k in headers}
-            self.requests.append(
-                {"body": body, "headers": recorded, "path": path, "outcome": outcome, "status": reply.status}
-            )
+            entry = {"body": body, "headers": recorded, "path": path, "outcome": outcome, "status": reply.status}
+            self.requests.append(entry)
+            self.recorded(entry, reply)
             self._write_state()
-        return reply
+        return reply, entry
 
-    def _respond(self, mode: str, content_type: str, body: Any) -> tuple[_Reply, str]:
+    def _respond(self, mode: str, content_type: str, body: Any) -> tuple[Reply, str]:
         if (
             content_type.split(";")[0].strip().lower() != "application/json"
             or not isinstance(body, dict)
@@ -339,7 +332,7 @@ class TokenServer:
             return _DROP, f"{outcome}+dropped"
         return reply, outcome
 
-    def _refresh(self, token: str) -> tuple[_Reply, str]:
+    def _refresh(self, token: str) -> tuple[Reply, str]:
         """Strict rotation: live → rotate; latest spent within grace → replay; spent → revoke."""
         if self.revoked:
             return _INVALIDATED, "revoked"

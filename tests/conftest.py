@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -14,30 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from storetargets import StoreTarget
-from tokenserver import TokenServer, make_login
 from typer.testing import CliRunner
 
 from codex_ci.cli import app
+from testing.checks import SCRUBBED, assert_no_secrets
+from testing.tokenserver import TokenServer, make_login, rfc3339
 
-pytest_plugins = ["target_file", "target_vault", "target_aws", "target_gcp", "target_github"]
+# The store targets' fixtures (file_target, vault_target, ..., store_target, unused_port).
+pytest_plugins = ["testing.fixtures"]
 
 ROOT = Path(__file__).resolve().parent.parent
-JWT = re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}")
-# Variables that would change what the CLI does; tests set what they need explicitly.
-SCRUBBED = (
-    "CODEX_HOME", "CODEX_AUTH_JSON", "CODEX_REFRESH_TOKEN_URL_OVERRIDE", "CODEX_APP_SERVER_LOGIN_CLIENT_ID",
-    "GITHUB_ACTIONS", "GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY", "GITHUB_ENV", "CODEX_CA_CERTIFICATE",
-    "CODEX_CI_MIN_TTL", "CODEX_CI_LOCK_TIMEOUT", "CODEX_API_KEY", "CODEX_ACCESS_TOKEN",
-)
-
-
-def assert_no_secrets(*texts: str) -> None:
-    """No canary value and no JWT in any of ``texts`` (``::add-mask::`` lines are the masking protocol)."""
-    for text in texts:
-        kept = "\n".join(line for line in text.splitlines() if not line.startswith("::add-mask::"))
-        assert "CANARY" not in kept, f"a canary token leaked: {kept!r}"
-        assert not JWT.search(kept), f"a JWT leaked: {kept!r}"
 
 
 @pytest.fixture(autouse=True)
@@ -74,8 +59,6 @@ def write_login(home: Path, data: dict[str, Any] | bytes) -> Path:
 def backdated(raw: bytes, seconds: float = 3600) -> bytes:
     """An auth.json whose last_refresh is ``seconds`` ago: a login that may be rotated again (a login is never
     rotated twice within a minute)."""
-    from tokenserver import rfc3339
-
     data = json.loads(raw)
     data["last_refresh"] = rfc3339(time.time() - seconds)
     return json.dumps(data, indent=2).encode()
@@ -125,22 +108,3 @@ def run_process(*args: str, env: dict[str, str] | None = None, timeout: float = 
     assert_no_secrets(run.stdout, run.stderr)
     assert "Traceback" not in run.stdout + run.stderr
     return run
-
-
-@pytest.fixture
-def unused_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-STORE_KINDS = ["file", "vault", "aws", "gcp"]
-
-
-@pytest.fixture(params=STORE_KINDS)
-def store_target(request: pytest.FixtureRequest) -> StoreTarget:
-    """Each store in turn, on a real server on loopback (see target_*.py)."""
-    target: StoreTarget = request.getfixturevalue(f"{request.param}_target")
-    return target

@@ -12,12 +12,12 @@ from typing import Any
 import httpx
 import pytest
 from conftest import backdated, login, write_login
-from storetargets import StoreTarget
 from test_promise import environ, finish, put, run, spawn, stored, token
-from tokenserver import CLIENT_ID, TokenServer
 
 from codex_ci.authfile import ACCESS_ONLY_TOKEN
 from codex_ci.errors import ExitCode
+from testing.targets import StoreTarget
+from testing.tokenserver import CLIENT_ID, TokenServer
 
 LOCK = ("--lock-timeout", "60")
 

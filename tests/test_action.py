@@ -20,10 +20,10 @@ import pytest
 import yaml
 from actionrunner import Job, Result, Runner
 from conftest import ROOT, assert_no_secrets, login
-from storetargets import StoreTarget
-from tokenserver import TokenServer
 
 from codex_ci.errors import ExitCode
+from testing.targets import StoreTarget
+from testing.tokenserver import TokenServer
 
 INSTALL = "install"
 CODEX_BIN = os.environ.get("CODEX_CI_CODEX_BIN") or str(ROOT / ".cache" / "codex" / "node_modules" / ".bin" / "codex")

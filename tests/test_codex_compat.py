@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 from conftest import ROOT, backdate, login
-from tokenserver import CLIENT_ID, TOKEN_PATH, TokenServer
 
 from codex_ci.authfile import ACCESS_ONLY_TOKEN, parse_time
 from codex_ci.files import AuthLock
+from testing.tokenserver import CLIENT_ID, TOKEN_PATH, TokenServer
 
 DEFAULT_BIN = ROOT / ".cache" / "codex" / "node_modules" / ".bin" / "codex"
 LATEST_BIN = ROOT / ".cache" / "codex-latest" / "node_modules" / ".bin" / "codex"

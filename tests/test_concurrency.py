@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from conftest import SCRUBBED, assert_no_secrets, login, write_login
-from tokenserver import TokenServer
+
+from testing.tokenserver import TokenServer
 
 
 def test_32_processes_refresh_one_stale_home_with_one_post(home: Path) -> None:

@@ -46,8 +46,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from codex_ci.local import CONFIG_LINE
 from conftest import Run, backdate, backdated, login, run_process, write_login
-from crashkit import (
+
+from codex_ci.authfile import AuthFile, format_time, utcnow
+from codex_ci.errors import ExitCode
+from codex_ci.state import STATE_NAME, digest
+from codex_ci.stores import Store
+from testing.crashkit import (
     KILLPOINT,
     SEED,
     CrashTokenServer,
@@ -67,14 +73,8 @@ from crashkit import (
     temp_files,
     wait_stopped,
 )
-from soak import SOAK, scale
-from storetargets import StoreTarget
-
-from codex_ci.authfile import AuthFile, format_time, utcnow
-from codex_ci.errors import ExitCode
-from codex_ci.local import CONFIG_LINE
-from codex_ci.state import STATE_NAME, digest
-from codex_ci.stores import Store
+from testing.soak import SOAK, scale
+from testing.targets import StoreTarget
 
 STORE_KINDS = ["file", "vault"]
 CALIBRATION_RUNS = 3 if SOAK else 1

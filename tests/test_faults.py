@@ -42,11 +42,11 @@ from urllib.parse import urlsplit
 
 import pytest
 from conftest import login, write_login
-from storetargets import StoreTarget
-from tokenserver import TokenServer
 
 from codex_ci.errors import ExitCode, FileSystemError, TransientError
 from codex_ci.stores import Versioned
+from testing.targets import StoreTarget
+from testing.tokenserver import TokenServer
 
 # ---- a fault-injecting HTTP proxy ---------------------------------------------------------------------------------
 
@@ -374,7 +374,8 @@ class GcpFaults(StoreFaults):
 
     def __init__(self, target: StoreTarget) -> None:
         import grpc
-        from fake_secretmanager import Fail
+
+        from testing.fake_secretmanager import Fail
 
         super().__init__(target)
         self.fake = target.extra["server"]
@@ -823,7 +824,7 @@ def tls_token_server(tmp_path: Path) -> Iterator[tuple[TokenServer, str, Path]]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_path, key_path)
     server = TokenServer(initial_refresh_token="CANARY-rt-0", access_ttl=10 * 86400)
-    httpd = server._httpd
+    httpd = server.httpd
     # the handshake happens in each request's thread, so a client that rejects the certificate blocks nothing
     httpd.socket = context.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
     httpd.handle_error = lambda request, client_address: None  # a refused handshake is the point, not noise

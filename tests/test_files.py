@@ -25,10 +25,10 @@ from typing import Any
 
 import pytest
 from conftest import login, run_process, write_login
-from tokenserver import TokenServer
 
 from codex_ci import files
 from codex_ci.errors import ExitCode, FileSystemError
+from testing.tokenserver import TokenServer
 
 OLD = "2024-01-01T00:00:00.000000Z"
 NOBODY = 65534

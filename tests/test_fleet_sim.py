@@ -18,8 +18,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from soak import SOAK, scale
-from storetargets import StoreTarget
+
+from testing.soak import SOAK, scale
+from testing.targets import StoreTarget
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 if ROOT not in sys.path:

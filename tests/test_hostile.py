@@ -35,13 +35,13 @@ import pytest
 from conftest import login, write_login
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
-from soak import SOAK, scale
-from tokenserver import AUTH_CLAIM, TokenServer, decode_jwt_payload, make_jwt
 
 from codex_ci.authfile import AuthFile
 from codex_ci.errors import ExitCode
 from codex_ci.stores import parse_url
 from codex_ci.stores.file import FileStore
+from testing.soak import SOAK, scale
+from testing.tokenserver import AUTH_CLAIM, TokenServer, decode_jwt_payload, make_jwt
 
 # -- the contract ------------------------------------------------------------------------------------------------
 

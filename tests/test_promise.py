@@ -23,10 +23,10 @@ from typing import Any
 
 import pytest
 from conftest import SCRUBBED, assert_no_secrets, backdated, login, write_login
-from storetargets import StoreTarget
-from tokenserver import TokenServer, rfc3339
 
 from codex_ci.errors import ExitCode
+from testing.targets import StoreTarget
+from testing.tokenserver import TokenServer, rfc3339
 
 LOCK = ("--lock-timeout", "60")
 

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 import yaml
 from conftest import ROOT, SCRUBBED, assert_no_secrets, login
-from storetargets import StoreTarget
-from tokenserver import TokenServer
 
 from codex_ci.authfile import ACCESS_ONLY_TOKEN
 from codex_ci.stores import open_store
+from testing.targets import StoreTarget
+from testing.tokenserver import TokenServer
 
 RECIPE = re.compile(r"<!-- recipe: ([\w-]+) -->\n```yaml\n(.*?)```", re.S)
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 from conftest import login, write_login
-from tokenserver import CLIENT_ID, TokenServer, decode_jwt_payload
 
 from codex_ci.errors import ExitCode
+from testing.tokenserver import CLIENT_ID, TokenServer, decode_jwt_payload
 
 
 def stale(home: Path, **kw: object) -> Path:

@@ -36,10 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import tokenserver
 from conftest import ROOT, SCRUBBED, backdate, backdated, login, write_login
-from storetargets import StoreTarget
-from tokenserver import TokenServer, make_jwt
 from typer.testing import CliRunner
 
 from codex_ci import local, status, sync
@@ -47,6 +44,9 @@ from codex_ci.cli import app
 from codex_ci.errors import CodexCIError, ConflictError, ExitCode, InvalidAuthError, StoreError
 from codex_ci.refresh import Policy, TokenClient
 from codex_ci.stores import StoreConflict, Versioned, open_store
+from testing import tokenserver
+from testing.targets import StoreTarget
+from testing.tokenserver import TokenServer, make_jwt
 
 JWT = re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}")
 MASK = "::add-mask::"
@@ -963,7 +963,8 @@ def echoing_store(store_target: StoreTarget) -> Iterator[tuple[dict[str, str], d
         pytest.skip("the file store has no server")
     if store_target.kind == "gcp":
         import grpc
-        from fake_secretmanager import Fail
+
+        from testing.fake_secretmanager import Fail
 
         def hook(read: bool) -> Callable[[Any], None]:
             def echo(request: Any) -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 from conftest import assert_no_secrets, login, write_login
-from tokenserver import make_jwt
 
 from codex_ci.errors import ExitCode
+from testing.tokenserver import make_jwt
 
 
 def seed_env(data: object) -> dict[str, str]:

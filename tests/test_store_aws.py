@@ -16,12 +16,13 @@ from typing import Any, cast
 import boto3
 import pytest
 from botocore.stub import Stubber
-from storetargets import StoreTarget
-from target_aws import MotoServer, free_port
 
 from codex_ci.errors import ConfigError, ExitCode, InvalidAuthError, StoreError
 from codex_ci.stores import StoreConflict
 from codex_ci.stores.aws import AwsStore, open_store
+from testing.servers import free_port
+from testing.targets import StoreTarget
+from testing.targets.aws import MotoServer
 
 V1, V2 = "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"
 V3 = "33333333-3333-4333-8333-333333333333"

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 from conftest import login
-from fake_github import BODY_MARKER, FakeGitHub
-from storetargets import StoreTarget
 
 from codex_ci.errors import ConfigError, ExitCode, InvalidAuthError, StoreError
 from codex_ci.stores import StoreConflict
+from testing.fake_github import BODY_MARKER, FakeGitHub
+from testing.targets import StoreTarget
 
 
 def payload(refresh_token: str = "CANARY-rt-0") -> bytes:

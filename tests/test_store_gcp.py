@@ -17,12 +17,12 @@ from typing import Any
 
 import grpc
 import pytest
-from fake_secretmanager import DESTROYED, DISABLED, FakeSecretManager
-from storetargets import StoreTarget
 
 from codex_ci.errors import CodexCIError, ConfigError, ExitCode, InvalidAuthError, StoreError
 from codex_ci.stores import StoreConflict, open_store
 from codex_ci.stores import gcp as gcp_store
+from testing.fake_secretmanager import DESTROYED, DISABLED, FakeSecretManager
+from testing.targets import StoreTarget
 
 ROOT = Path(__file__).resolve().parent.parent
 VALUE = b'{"tokens": {"refresh_token": "CANARY-gcp-rt"}}'

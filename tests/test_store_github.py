@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 from conftest import login, write_login
-from fake_github import BODY_MARKER, WRITE_TOKEN, FakeGitHub
-from target_github import GITHUB_VARIABLES, github_url
 from test_promise import environ, run, token
-from tokenserver import TokenServer
 
 from codex_ci.authfile import ACCESS_ONLY_TOKEN
 from codex_ci.errors import ConfigError, ExitCode
 from codex_ci.stores import open_store
+from testing.fake_github import BODY_MARKER, WRITE_TOKEN, FakeGitHub
+from testing.targets.github import GITHUB_VARIABLES, github_url
+from testing.tokenserver import TokenServer
 
 LOCK = ("--lock-timeout", "60")
 FULL, ACCESS = "CODEX_AUTH_JSON", "CODEX_ACCESS_JSON"
@@ -224,7 +224,7 @@ def test_bad_github_urls_are_usage_errors(url: str) -> None:
 # -- the store itself --------------------------------------------------------------------------------------------------
 
 def test_an_organisation_secret_keeps_its_visibility(github_server: FakeGitHub) -> None:
-    from fake_github import Secret
+    from testing.fake_github import Secret
 
     env = {"GITHUB_API_URL": github_server.url, "CODEX_CI_GITHUB_TOKEN": WRITE_TOKEN}
     scope = "orgs/octo/actions"
@@ -266,7 +266,7 @@ def test_reading_imports_neither_pynacl_nor_httpx() -> None:
 
 def test_a_run_started_from_an_older_secret_keeps_the_newer_login_this_home_wrote(
         home: Path, github_server: FakeGitHub, server: TokenServer) -> None:
-    from tokenserver import rfc3339
+    from testing.tokenserver import rfc3339
 
     now = time.time()
     older = login(refresh_token="CANARY-rt-older", last_refresh=rfc3339(now - 7200))

@@ -15,11 +15,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from conftest import login
-from storetargets import StoreTarget
-from target_vault import OpenBao
 
 from codex_ci.errors import ConfigError, ExitCode, InvalidAuthError, StoreError
 from codex_ci.stores import StoreConflict, open_store
+from testing.targets import StoreTarget
+from testing.targets.vault import OpenBao
 
 REQUEST_TOKEN = "CANARY-actions-request-token"
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 from conftest import SCRUBBED, assert_no_secrets, login, write_login
-from storetargets import StoreTarget
-from tokenserver import TokenServer
 
 from codex_ci.errors import ExitCode
+from testing.targets import StoreTarget
+from testing.tokenserver import TokenServer
 
 
 def put(target: StoreTarget, data: dict, expected: str | None = None) -> str:

@@ -1,4 +1,4 @@
-"""Tests for the fake OAuth token server in tests/tokenserver.py (stdlib urllib only)."""
+"""Tests for the fake OAuth token server in testing/tokenserver.py (stdlib urllib only)."""
 
 from __future__ import annotations
 
@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tokenserver import CLIENT_ID, TokenServer, decode_jwt_payload, make_jwt, make_login
+
+from testing.tokenserver import CLIENT_ID, TokenServer, decode_jwt_payload, make_jwt, make_login
 
 INITIAL = "CANARY-rt-0"
-TOKENSERVER_PY = Path(__file__).with_name("tokenserver.py")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def post(
@@ -287,9 +288,9 @@ def test_state_file_written_in_process(tmp_path: Path) -> None:
 
 def test_standalone_prints_url_writes_state_and_stops_on_sigterm(tmp_path: Path) -> None:
     state = tmp_path / "state.json"
-    cmd = [sys.executable, str(TOKENSERVER_PY), "--port", "0", "--state-file", str(state),
+    cmd = [sys.executable, "-m", "testing.tokenserver", "--port", "0", "--state-file", str(state),
            "--refresh-token", INITIAL, "--grace", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         assert proc.stdout is not None
         assert select.select([proc.stdout], [], [], 5)[0], "server printed no URL"

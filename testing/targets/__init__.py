@@ -1,4 +1,6 @@
-"""What a store's test fixture gives the shared contract and sync tests."""
+"""Store targets: a running store server and a fresh secret location on it, what the shared contract and sync
+tests (through testing/fixtures.py) and the benchmarks use. One module per store kind (``file``, ``vault``,
+``aws``, ``gcp``, ``github``); :class:`StoreTarget` is what each gives a test."""
 
 from __future__ import annotations
 

@@ -1,28 +1,27 @@
-"""The AWS Secrets Manager store's test target (a pytest plugin listed in conftest.py).
+"""The AWS Secrets Manager store's target: moto's server in its own process (``python -m moto.server``) on a free
+loopback port, so its global settings (IAM enforcement) and state never mix with the process using it.
 
-One moto server per session, in its own process (``python -m moto.server``) on a free loopback port, so its
-global settings (IAM enforcement) and state never mix with anything in the test process. IAM is enforced: an
-``admin`` user may do secretsmanager:* and a ``denied`` user has no policy, so AccessDenied is real.
+:func:`moto_with_iam` enforces IAM: an ``admin`` user may do secretsmanager:* and a ``denied`` user has no
+policy, so AccessDenied is real. :func:`moto` is the bare server (any key works).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import socket
-import subprocess
+import os
 import sys
-import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
-import pytest
-from storetargets import StoreTarget
+from testing.servers import ServerProcess, free_port, http_ok, start_server
+from testing.targets import StoreTarget
 
 REGION = "us-east-1"
+ANY_KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
 
 @dataclass
@@ -32,6 +31,8 @@ class MotoServer:
     denied: dict[str, str]
 
     def client(self, region: str = REGION, keys: dict[str, str] | None = None) -> Any:
+        import boto3
+
         keys = keys or self.admin
         return boto3.client("secretsmanager", region_name=region, endpoint_url=self.endpoint,
                             aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
@@ -43,34 +44,26 @@ class MotoServer:
                 "AWS_SESSION_TOKEN": "", "AWS_ENDPOINT_URL_SECRETS_MANAGER": "", "CODEX_CI_AWS_REGION": ""}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def start_moto(env: Mapping[str, str] | None = None) -> ServerProcess:
+    """moto's server in a child process (``env`` added to this one's environment), healthy."""
+    return start_server(lambda port: [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                        http_ok("/moto-api/"), name="moto server", env={**os.environ, **(env or {})})
 
 
-def _start() -> tuple[subprocess.Popen[bytes], str]:
-    for _ in range(3):  # the free port may be taken before the server binds it
-        endpoint = f"http://127.0.0.1:{free_port()}"
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", endpoint[17:]],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1):
-                    return proc, endpoint
-            except OSError:
-                time.sleep(0.05)
-        proc.kill()
-        proc.wait()
-    raise RuntimeError("moto server did not start")
+@contextlib.contextmanager
+def moto(env: Mapping[str, str] | None = None) -> Iterator[MotoServer]:
+    """moto's server without IAM enforcement (any key, here ``ANY_KEYS``); stopped on exit."""
+    with start_moto(env) as server:
+        yield MotoServer(server.url, ANY_KEYS, ANY_KEYS)
 
 
-@pytest.fixture(scope="session")
-def moto_aws() -> Iterator[MotoServer]:
-    proc, endpoint = _start()
-    try:
-        iam = boto3.client("iam", region_name=REGION, endpoint_url=endpoint, aws_access_key_id="testing",
+@contextlib.contextmanager
+def moto_with_iam() -> Iterator[MotoServer]:
+    """moto's server enforcing IAM, with an ``admin`` and a ``denied`` user; stopped on exit."""
+    import boto3
+
+    with start_moto() as server:
+        iam = boto3.client("iam", region_name=REGION, endpoint_url=server.url, aws_access_key_id="testing",
                            aws_secret_access_key="testing")
         policy = {"Version": "2012-10-17",
                   "Statement": [{"Effect": "Allow", "Action": "secretsmanager:*", "Resource": "*"}]}
@@ -82,24 +75,17 @@ def moto_aws() -> Iterator[MotoServer]:
             key = iam.create_access_key(UserName=user)["AccessKey"]
             keys[user] = {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
         # From now on every request must be signed by a known IAM user and allowed by its policies.
-        request = urllib.request.Request(f"{endpoint}/moto-api/reset-auth", data=b"0", method="POST",
+        request = urllib.request.Request(f"{server.url}/moto-api/reset-auth", data=b"0", method="POST",
                                          headers={"Content-Type": "text/plain"})
         with urllib.request.urlopen(request, timeout=5):
             pass
-        yield MotoServer(endpoint, keys["admin"], keys["denied"])
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        yield MotoServer(server.url, keys["admin"], keys["denied"])
 
 
-@pytest.fixture
-def aws_target(moto_aws: MotoServer) -> StoreTarget:
+def aws_target(server: MotoServer) -> StoreTarget:
+    """A fresh secret name under codex-ci/ (not created yet)."""
     name = f"codex-ci/{uuid.uuid4().hex}"
-    client = moto_aws.client()
+    client = server.client()
 
     def put_foreign() -> None:
         client.create_secret(Name=name, SecretBinary=b"\x00\x01")
@@ -107,9 +93,9 @@ def aws_target(moto_aws: MotoServer) -> StoreTarget:
     return StoreTarget(
         kind="aws",
         url=f"aws://{name}",
-        env=moto_aws.env(),
-        denied_env=moto_aws.env(moto_aws.denied),
-        unreachable_env=moto_aws.env(endpoint=f"http://127.0.0.1:{free_port()}"),
+        env=server.env(),
+        denied_env=server.env(server.denied),
+        unreachable_env=server.env(endpoint=f"http://127.0.0.1:{free_port()}"),
         put_foreign=put_foreign,
-        extra={"client": client, "name": name, "server": moto_aws},
+        extra={"client": client, "name": name, "server": server},
     )

