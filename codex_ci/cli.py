@@ -1,4 +1,4 @@
-"""The Typer app: options in, one core call, a report out, an exit code. The only module importing typer.
+"""The Typer app: options in (declared in options.py), one core call, a report out (report.py), an exit code.
 
 Core modules are imported inside each command so that ``seed`` and ``status`` never load httpx or a store SDK.
 """
@@ -12,14 +12,25 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from codex_ci import __version__
-from codex_ci.errors import CodexCIError, ConfigError, ExitCode
+from codex_ci import __version__, commands
+from codex_ci.errors import CodexCIError, ExitCode
+from codex_ci.options import (
+    AccessOnlyOpt,
+    HandoutOpt,
+    HomeOpt,
+    LeaseTtlOpt,
+    LeaseWaitOpt,
+    LockOpt,
+    MinTtlOpt,
+    RetriesOpt,
+    StoreOpt,
+    TimeoutOpt,
+)
+from codex_ci.report import mask, report
 from codex_ci.settings import parse_duration
 
 if TYPE_CHECKING:
-    from codex_ci.authfile import AuthFile
-    from codex_ci.settings import RefreshSettings
-    from codex_ci.stores import Store
+    pass
 
 log = logging.getLogger("codex_ci")
 
@@ -33,49 +44,6 @@ APP_SETTINGS: dict[str, Any] = {
     "context_settings": {"help_option_names": ["-h", "--help"]},
 }
 app = typer.Typer(**APP_SETTINGS)
-
-HomeOpt = Annotated[
-    str | None,
-    typer.Option("--codex-home", metavar="DIR", envvar="CODEX_HOME", show_envvar=True,
-                 help="Codex's home (default ~/.codex)."),
-]
-LockOpt = Annotated[
-    float,
-    typer.Option("--lock-timeout", metavar="SECONDS", envvar="CODEX_CI_LOCK_TIMEOUT", min=0.0,
-                 help="Seconds to wait for auth.lock and auth.json.lock."),
-]
-MinTtlOpt = Annotated[
-    str,
-    typer.Option("--min-ttl", metavar="DURATION", envvar="CODEX_CI_MIN_TTL",
-                 help="Refresh when the access token expires within this."),
-]
-
-StoreOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--store", metavar="URL", envvar="CODEX_CI_STORE_URL", show_envvar=True,
-        help="Secret store URL: vault://MOUNT/PATH, aws://SECRET, gcp://projects/P/secrets/S, "
-        "github://OWNER/REPO/NAME or file://PATH.",
-    ),
-]
-LeaseTtlOpt = Annotated[
-    str, typer.Option("--lease-ttl", metavar="DURATION",
-                      help="How long a refresh lease lasts if its holder dies (at most 15m).")
-]
-LeaseWaitOpt = Annotated[
-    float, typer.Option("--lease-wait", metavar="SECONDS", min=0.0,
-                        help="Seconds to wait for another runner's refresh lease.")
-]
-
-AccessOnlyOpt = Annotated[
-    bool,
-    typer.Option("--access-only", help="Write a copy whose refresh token is a placeholder: it can rotate nothing."),
-]
-HandoutOpt = Annotated[
-    str | None,
-    typer.Option("--handout", metavar="URL", envvar="CODEX_CI_HANDOUT_URL", show_envvar=True,
-                 help="After the login is saved, write its access-only copy here (for jobs to restore)."),
-]
 
 def _run(body: Callable[[], int | None]) -> NoReturn:
     """Run one command: translate codex-ci errors into a one-line message and their exit code."""
@@ -100,31 +68,6 @@ def _run(body: Callable[[], int | None]) -> NoReturn:
         github.error(f"internal error ({type(exc).__name__})")
         code = ExitCode.UNEXPECTED
     raise typer.Exit(code)
-
-
-def _mask(auth: AuthFile) -> None:
-    from codex_ci import github
-
-    github.mask(auth.secret_values())
-
-
-def _facts(auth: AuthFile) -> dict[str, Any]:
-    from codex_ci.authfile import format_time
-
-    expires = auth.identity.access_expires
-    return {
-        "auth-mode": auth.mode,
-        "expires-at": format_time(expires) if expires else "",
-        "last-refresh": format_time(auth.last_refresh) if auth.last_refresh else "",
-    }
-
-
-def _report(title: str, auth: AuthFile, extra: dict[str, Any]) -> None:
-    from codex_ci import github
-
-    outputs = _facts(auth) | extra
-    github.set_outputs(outputs)
-    github.summary(title, list(outputs.items()))
 
 
 def _version(value: bool) -> None:
@@ -170,9 +113,9 @@ def seed(
 
         raw, source = read_source(from_file)
         result = seed(Home.resolve(codex_home), raw, source, force=force, if_newer=if_newer,
-                      lock_timeout=lock_timeout, on_login=_mask, access_only=access_only)
+                      lock_timeout=lock_timeout, on_login=mask, access_only=access_only)
         log.info("%s", result.reason)
-        _report("codex-ci seed", result.auth, {"seeded": result.action != "kept"})
+        report("codex-ci seed", result.auth, {"seeded": result.action != "kept"})
 
     _run(body)
 
@@ -188,14 +131,8 @@ def refresh(
     force: Annotated[
         bool, typer.Option("--force", help="Refresh even if the token is fresh (never within a minute of the last).")
     ] = False,
-    timeout: Annotated[
-        float, typer.Option("--timeout", metavar="SECONDS", min=0.1, max=600,
-                            help="Seconds to wait for the token endpoint's answer.")
-    ] = 30.0,
-    retries: Annotated[
-        int, typer.Option("--retries", metavar="N", min=0, max=10,
-                          help="Retries when the request surely did not spend the token.")
-    ] = 2,
+    timeout: TimeoutOpt = 30.0,
+    retries: RetriesOpt = 2,
     lock_timeout: LockOpt = 60.0,
     store: StoreOpt = None,
     lease_ttl: LeaseTtlOpt = "2m",
@@ -214,54 +151,9 @@ def refresh(
         settings = RefreshSettings.for_refresh(
             min_ttl=min_ttl, max_age=max_age, force=force, timeout=timeout, retries=retries,
             lock_timeout=lock_timeout, lease_ttl=lease_ttl, lease_wait=lease_wait)
-        _refresh(codex_home, store, settings, "codex-ci refresh", handout)
+        commands.refresh(codex_home, store, settings, "codex-ci refresh", handout)
 
     _run(body)
-
-
-def _refresh(codex_home: str | None, store: str | None, settings: RefreshSettings, title: str,
-             handout: str | None = None, *, rotator: bool = False) -> None:
-    """One local refresh, or with a store the distributed one; then the report."""
-    from codex_ci.home import Home
-
-    home = Home.resolve(codex_home)
-    extra: dict[str, Any] = {}
-    if store:
-        from codex_ci.distributed import distributed_refresh
-        from codex_ci.sync import write_handout
-
-        settings.check_lease()
-        opened = _open(store)
-        handout_store = _open(handout) if handout else None
-        result = distributed_refresh(
-            home, opened, settings.policy, lock_timeout=settings.lock_timeout, client=settings.client(),
-            on_login=_mask, lease_ttl=settings.lease_ttl, lease_wait=settings.lease_wait, rotator=rotator,
-            handout=handout_store,
-        )
-        extra["store-version"] = result.version or ""
-        if handout_store is not None:  # the full login is in the store: only now the access-only copy
-            handed = write_handout(result.auth, handout_store, opened)
-            log.info("%s", handed.reason)
-            extra["handout"] = handed.action
-    elif handout:
-        raise ConfigError("--handout needs --store: the full login must be saved before its access-only copy")
-    else:
-        from codex_ci.rotate import refresh_home
-
-        result = refresh_home(home, settings.policy, lock_timeout=settings.lock_timeout, client=settings.client(),
-                              on_login=_mask)
-    expires = _facts(result.auth)["expires-at"] or "unknown"
-    log.info("%s: %s (access token valid until %s)", "refreshed" if result.refreshed else "not refreshed",
-             result.reason, expires)
-    _report(title, result.auth, {"refreshed": result.refreshed} | extra)
-
-
-def _open(url: str) -> Store:
-    from codex_ci.stores import open_store
-
-    store = open_store(url)
-    log.debug("store: %s", store.url)
-    return store
 
 
 @app.command()
@@ -285,7 +177,7 @@ def restore(
     """Write the store's login to auth.json, unless auth.json holds a newer rotation of its own.
 
     A store holding an access-only copy (a handout), or --access-only, writes a copy that can rotate nothing."""
-    _run(lambda: _sync("restore", from_url, "--from", codex_home, lock_timeout, force,
+    _run(lambda: commands.sync("restore", from_url, "--from", codex_home, lock_timeout, force,
                        access_only=access_only, min_ttl=min_ttl))
 
 
@@ -303,25 +195,7 @@ def persist(
     ] = False,
 ) -> None:
     """Write auth.json back to the store if it changed, by compare-and-set; never over a newer login."""
-    _run(lambda: _sync("persist", to_url, "--to", codex_home, lock_timeout, force))
-
-
-def _sync(command: str, url: str | None, option: str, codex_home: str | None, lock_timeout: float, force: bool,
-          *, access_only: bool = False, min_ttl: str = "1h") -> None:
-    """restore or persist: one core call, then the report (output ``restored`` or ``persisted``)."""
-    from codex_ci import sync
-    from codex_ci.home import Home
-
-    home, store = Home.resolve(codex_home), _open(_require(url, option))
-    if command == "restore":
-        result = sync.restore(home, store, lock_timeout=lock_timeout, on_login=_mask, force=force,
-                              access_only=access_only, min_ttl=parse_duration(min_ttl, "--min-ttl"))
-    else:
-        result = sync.persist(home, store, lock_timeout=lock_timeout, on_login=_mask, force=force)
-    outcome = "restored" if command == "restore" else "persisted"
-    _report(f"codex-ci {command}", result.auth, {outcome: result.action, "store-version": result.version})
-    sync.check_persisted(result)
-    log.info("%s", result.reason)
+    _run(lambda: commands.sync("persist", to_url, "--to", codex_home, lock_timeout, force))
 
 
 @app.command()
@@ -334,12 +208,8 @@ def keepalive(
                      help="Refresh only if the stored login is older than this (default: always)."),
     ] = None,
     min_ttl: MinTtlOpt = "1h",
-    timeout: Annotated[float, typer.Option("--timeout", metavar="SECONDS", min=0.1, max=600,
-                                           help="Token endpoint timeout.")] = 30.0,
-    retries: Annotated[
-        int, typer.Option("--retries", metavar="N", min=0, max=10,
-                          help="Retries when the request surely did not spend the token.")
-    ] = 2,
+    timeout: TimeoutOpt = 30.0,
+    retries: RetriesOpt = 2,
     lock_timeout: LockOpt = 60.0,
     lease_ttl: LeaseTtlOpt = "2m",
     lease_wait: LeaseWaitOpt = 180.0,
@@ -353,22 +223,16 @@ def keepalive(
         from codex_ci.settings import RefreshSettings
         from codex_ci.status import read_status
 
-        url = _require(store, "--store")
+        url = commands.require_store(store, "--store")
         settings = RefreshSettings.for_keepalive(
             min_ttl=min_ttl, max_age=max_age, timeout=timeout, retries=retries, lock_timeout=lock_timeout,
             lease_ttl=lease_ttl, lease_wait=lease_wait)
-        _refresh(codex_home, url, settings, "codex-ci keepalive", handout, rotator=True)
+        commands.refresh(codex_home, url, settings, "codex-ci keepalive", handout, rotator=True)
         report = read_status(Home.resolve(codex_home), min_ttl=settings.policy.min_ttl, lock_timeout=lock_timeout)
         log.info("health: %s", report.health)
         return report.exit_code
 
     _run(body)
-
-
-def _require(value: str | None, option: str) -> str:
-    if not value:
-        raise ConfigError(f"{option} (or CODEX_CI_STORE_URL) is required")
-    return value
 
 
 @app.command()
@@ -391,7 +255,7 @@ def status(
         home = Home.resolve(codex_home)
         report = read_status(home, min_ttl=parse_duration(min_ttl, "--min-ttl"), lock_timeout=lock_timeout)
         if store:
-            report.store = store_view(_open(store), home)
+            report.store = store_view(commands.open_store(store), home)
         if as_json:
             import json
 

@@ -45,7 +45,7 @@ class _Session:
 
     def call(self, store: VaultStore, action: str, fn: Callable[[Any], T]) -> T:
         """Log in once, run ``fn(client)``; every SDK or network failure becomes a one-line StoreError."""
-        import hvac.exceptions  # type: ignore[import-untyped]  # already loaded by open_store
+        import hvac.exceptions  # already loaded by open_store
         import requests
 
         stage = "login"
