@@ -26,17 +26,18 @@ for clause in re.split(r"[\s,]+", sys.argv[1].strip()):
     part = have[:len(want)]
     ok = ok and {">=": part >= want, "<=": part <= want, ">": part > want, "<": part < want,
                  "==": part == want, "=": part == want}[op]
-import venv, ensurepip  # noqa: E401,F401 (a Python without them cannot make the private venv)
+from importlib.util import find_spec  # pip downloads uv; without pip, venv and ensurepip make a pip
+ok = ok and bool(find_spec("pip") or (find_spec("venv") and find_spec("ensurepip")))
 print(sys.executable if ok else "")
 '
 found=""
 for candidate in python3 python3.13 python3.12 python3.11 python; do
   command -v "$candidate" > /dev/null 2>&1 || continue
-  found=$("$candidate" -c "$check" "$spec" 2> /dev/null) || found=""
+  found=$("$candidate" -I -c "$check" "$spec" 2> /dev/null) || found=""
   [ -z "$found" ] || break
 done
 if [ -n "$found" ]; then
-  echo "codex-ci: using $found ($("$found" -c 'import platform; print(platform.python_version())'))" >&2
+  echo "codex-ci: using $found ($("$found" -I -c 'import platform; print(platform.python_version())'))" >&2
 else
   echo "codex-ci: no Python on the runner matches python-version $spec: actions/setup-python will provide one" >&2
 fi

@@ -20,23 +20,60 @@ extra_for() { # the store extra (and lock file) a store URL needs
   esac
 }
 
-install_codex_ci() { # install_codex_ci PYTHON VENV EXTRA
+install_codex_ci() ( # install_codex_ci PYTHON VENV EXTRA, in a subshell (its cd and exports stay here)
   # codex-ci from this checkout (--no-deps) plus the hash-locked requirements of one store, into a private venv,
-  # with uv, itself installed by pip from a hash-pinned requirement. Nothing comes from a cache of installed code;
-  # uv's download cache is checked against the same hashes. The caller's Python and PATH are untouched.
+  # by uv. Nothing installed comes from a cache, not even uv's: its cache keeps unpacked files and does not hash
+  # them again when it reuses them, so each install gets an empty cache of its own (UV_CACHE_DIR is overridden).
+  # A directory of wheels named by UV_FIND_LINKS (and PIP_FIND_LINKS for uv itself) is fine: those archives are
+  # hashed every time. The caller's Python, PATH and working directory are untouched.
   local python=$1 venv=$2 lock="$root/action/requirements-$3.txt" tools="${RUNNER_TEMP:?}/codex-ci-uv"
   [ -f "$lock" ] || fail 2 "no lock file for the $3 store in the action"
-  export UV_PYTHON_DOWNLOADS=never UV_NO_PROGRESS=1
-  if [ ! -x "$tools/bin/uv" ]; then
-    "$python" -m venv "$tools"
-    "$tools/bin/python" -m pip install --disable-pip-version-check --no-input --quiet --require-hashes \
-      --only-binary :all: -r "$root/action/requirements-uv.txt"
-  fi
-  rm -rf "$venv"
-  "$tools/bin/uv" venv --quiet --python "$python" "$venv"
-  "$tools/bin/uv" pip install --quiet --python "$venv/bin/python" --require-hashes --only-binary :all: \
-    -r "$lock" -r "$root/action/requirements-build.txt"
-  "$tools/bin/uv" pip install --quiet --python "$venv/bin/python" --no-deps --no-build-isolation --reinstall \
-    "$root"
+  rm -rf "$tools" "$venv" # never trust what is already there
+  mkdir -p "$tools/src" "$tools/dist"
+  cd "$tools" # no uv.toml, pyproject.toml or Python module of the job's workspace is picked up
+  export UV_CACHE_DIR="$tools/cache" UV_PYTHON_DOWNLOADS=never UV_NO_PROGRESS=1
+  bootstrap_uv "$python" "$tools"
+  local uv="$tools/uv" pip_install=(--quiet --python "$venv/bin/python" --no-deps)
+  "$uv" venv --quiet --python "$python" "$venv"
+  # --no-deps: the lock file is the whole resolution (tests/test_release.py keeps it so), nothing to resolve
+  "$uv" pip install "${pip_install[@]}" --require-hashes --only-binary :all: -r "$lock" \
+    -r "$root/action/requirements-build.txt"
+  # Build the wheel from a copy of what the build reads, with the locked setuptools (one PEP 517 call: an
+  # installer would call the backend twice, once for the metadata), and install it.
+  cp -R "$root/pyproject.toml" "$root/MANIFEST.in" "$root/README.md" "$root/LICENSE" "$root/codex_ci" "$tools/src/"
+  (cd "$tools/src" && "$venv/bin/python" -I -c \
+    'import sys, setuptools.build_meta as backend; backend.build_wheel(sys.argv[1])' "$tools/dist") \
+    > "$tools/build.log" 2>&1 || {
+    cat "$tools/build.log"
+    fail 1 "building codex-ci from the action's checkout failed"
+  }
+  "$uv" pip install "${pip_install[@]}" "$tools"/dist/codex_ci-*.whl
   "$venv/bin/codex-ci" --version
+)
+
+bootstrap_uv() { # bootstrap_uv PYTHON DIR: DIR/uv, the binary of the wheel requirements-uv.txt pins by hash
+  # pip downloads the wheel (checking its hash); it is hashed again here, whichever pip that was, and only the uv
+  # binary is taken out of it: no venv, no install. A Python without pip gets one in a throwaway venv.
+  local python=$1 dir=$2 lock="$root/action/requirements-uv.txt" pip
+  pip=("$python" -I -m pip)
+  if ! "$python" -I -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("pip") is None)'; then
+    "$python" -I -m venv "$dir/pip-venv"
+    pip=("$dir/pip-venv/bin/python" -I -m pip)
+  fi
+  "${pip[@]}" download --disable-pip-version-check --no-input --quiet --no-deps --only-binary :all: \
+    --require-hashes --dest "$dir/wheel" -r "$lock" || fail 1 "could not download uv (action/requirements-uv.txt)"
+  # shellcheck disable=SC2016 # the Python program is single-quoted on purpose
+  "$python" -I -c '
+import hashlib, pathlib, re, shutil, sys, zipfile
+lock, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+pinned = set(re.findall(r"--hash=sha256:([0-9a-f]{64})", lock.read_text()))
+[wheel] = (out / "wheel").glob("uv-*.whl")
+digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+if digest not in pinned:
+    sys.exit(f"{wheel.name} has sha256 {digest}, which {lock.name} does not pin")
+with zipfile.ZipFile(wheel) as archive, (out / "uv").open("xb") as binary:
+    [name] = [n for n in archive.namelist() if re.fullmatch(r"uv-[^/]+\.data/scripts/uv", n)]
+    shutil.copyfileobj(archive.open(name), binary)
+(out / "uv").chmod(0o755)
+' "$lock" "$dir" || fail 1 "could not install uv from action/requirements-uv.txt"
 }
