@@ -1,9 +1,12 @@
 """What every test and harness run checks and scrubs: the environment variables that would change what the CLI
-does, and that no canary token and no JWT reaches any output."""
+does, that no canary token and no JWT reaches any output, and whether a process holds a lock."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
+from pathlib import Path
 
 JWT = re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}")
 # Variables that would change what the CLI does; tests set what they need explicitly.
@@ -20,3 +23,16 @@ def assert_no_secrets(*texts: str) -> None:
         kept = "\n".join(line for line in text.splitlines() if not line.startswith("::add-mask::"))
         assert "CANARY" not in kept, f"a canary token leaked: {kept!r}"
         assert not JWT.search(kept), f"a JWT leaked: {kept!r}"
+
+
+def flock_held(path: Path) -> bool:
+    """True when another process holds an flock on ``path`` (probed without blocking; a probe that gets the lock
+    releases it at once)."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases it
+    return False

@@ -1,7 +1,8 @@
 """The store targets' pytest fixtures (a plugin: tests/conftest.py loads it with ``pytest_plugins``).
 
 Servers are per session (OpenBao, moto, the gRPC fakes) or per test (the GitHub fake); every target is a fresh
-secret location. ``store_target`` runs a test once per compare-and-set store in ``STORE_KINDS``.
+secret location. ``store_target`` runs a test once per compare-and-set store in ``STORE_KINDS``, ``target`` once
+on the file store and once on OpenBao.
 """
 
 from __future__ import annotations
@@ -39,6 +40,13 @@ def store_target(request: pytest.FixtureRequest) -> StoreTarget:
     return target
 
 
+@pytest.fixture(params=["file", "vault"])
+def target(request: pytest.FixtureRequest) -> StoreTarget:
+    """The file store and OpenBao in turn: a real compare-and-set each."""
+    got: StoreTarget = request.getfixturevalue(f"{request.param}_target")
+    return got
+
+
 @pytest.fixture(name="file_target")
 def file_target_fixture(tmp_path: Path) -> StoreTarget:
     return file_target(tmp_path)
@@ -72,22 +80,23 @@ def aws_target_fixture(moto_aws: MotoServer) -> StoreTarget:
     return aws_target(moto_aws)
 
 
-@pytest.fixture(scope="session")
-def gcp_fake() -> Iterator[FakeSecretManager]:
+def _secret_manager(*, deny_all: bool) -> Iterator[FakeSecretManager]:
     pytest.importorskip("google.cloud.secretmanager")
     from testing.fake_secretmanager import FakeSecretManager
 
-    with FakeSecretManager() as fake:
+    with FakeSecretManager(deny_all=deny_all) as fake:
         yield fake
+
+
+@pytest.fixture(scope="session")
+def gcp_fake() -> Iterator[FakeSecretManager]:
+    yield from _secret_manager(deny_all=False)
 
 
 @pytest.fixture(scope="session")
 def gcp_denying_fake() -> Iterator[FakeSecretManager]:
-    pytest.importorskip("google.cloud.secretmanager")
-    from testing.fake_secretmanager import FakeSecretManager
-
-    with FakeSecretManager(deny_all=True) as fake:
-        yield fake
+    """A fake that answers PERMISSION_DENIED to every call (gcp_target's ``denied_env``)."""
+    yield from _secret_manager(deny_all=True)
 
 
 @pytest.fixture(name="gcp_target")

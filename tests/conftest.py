@@ -75,6 +75,12 @@ def token_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[TokenServer]:
         yield server
 
 
+@pytest.fixture
+def server(token_server: TokenServer) -> TokenServer:
+    """``token_server`` by its short name (tests that define their own ``server`` use theirs)."""
+    return token_server
+
+
 @dataclass
 class Run:
     exit_code: int

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -20,18 +19,6 @@ from testing.targets import StoreTarget
 from testing.tokenserver import CLIENT_ID, TokenServer
 
 LOCK = ("--lock-timeout", "60")
-
-
-@pytest.fixture(params=["file", "vault"])
-def target(request: pytest.FixtureRequest) -> StoreTarget:
-    got: StoreTarget = request.getfixturevalue(f"{request.param}_target")
-    return got
-
-
-@pytest.fixture
-def server() -> Any:
-    with TokenServer(initial_refresh_token="CANARY-rt-0", access_ttl=10 * 86400, grace=0.0) as srv:
-        yield srv
 
 
 def handout_of(target: StoreTarget) -> StoreTarget:

@@ -33,7 +33,6 @@ regression tests of the bugs it found.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
@@ -46,13 +45,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from codex_ci.local import CONFIG_LINE
 from conftest import Run, backdate, backdated, login, run_process, write_login
 
 from codex_ci.authfile import AuthFile, format_time, utcnow
 from codex_ci.errors import ExitCode
+from codex_ci.local import CONFIG_LINE
 from codex_ci.state import STATE_NAME, digest
 from codex_ci.stores import Store
+from testing.checks import flock_held
 from testing.crashkit import (
     KILLPOINT,
     SEED,
@@ -679,18 +679,6 @@ def test_distributed_refresh_killed_before_its_store_write_is_healed_by_the_next
     assert store_temp_files(file_target) == []
 
 
-def _flock_free(path: Path) -> bool:
-    """True if an exclusive flock on ``path`` can be taken right now (it is released at once)."""
-    fd = os.open(path, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)  # closing releases it
-    return True
-
-
 def test_refresh_killed_while_holding_the_lock_releases_it(home: Path) -> None:
     """A ``refresh`` killed while it holds auth.json.lock (waiting for a token endpoint that answers after 5 s)
     releases the flock at once: the lock is taken while it waits and free right after the kill, and the next
@@ -706,12 +694,12 @@ def test_refresh_killed_while_holding_the_lock_releases_it(home: Path) -> None:
             while not server.posts_since(0) and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.01)
             assert server.posts_since(0), "the refresh never reached the token endpoint"
-            assert not _flock_free(home / "auth.json.lock"), "refresh does not hold the lock during its POST"
+            assert flock_held(home / "auth.json.lock"), "refresh does not hold the lock during its POST"
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
         assert proc.returncode == -signal.SIGKILL
-        assert _flock_free(home / "auth.json.lock"), "the killed process's lock was not released"
+        assert not flock_held(home / "auth.json.lock"), "the killed process's lock was not released"
         status = run_process("status", "--codex-home", str(home), "--min-ttl", "0s", "--lock-timeout", "1")
         assert status.exit_code == 0, status.stderr
         assert (home / "auth.json").read_bytes() == old
@@ -739,11 +727,11 @@ def test_persist_killed_while_holding_the_file_store_lock_releases_it(home: Path
                             stderr=subprocess.DEVNULL)
     try:
         wait_stopped(proc.pid)
-        assert not _flock_free(path.with_name(path.name + ".lock")), "persist writes the store without its lock"
+        assert flock_held(path.with_name(path.name + ".lock")), "persist writes the store without its lock"
     finally:
         proc.kill()
         proc.wait(timeout=30)
-    assert _flock_free(path.with_name(path.name + ".lock"))
+    assert not flock_held(path.with_name(path.name + ".lock"))
     assert read_store(store) == old
     run = run_process(*args)
     assert run.exit_code == 0, run.stderr

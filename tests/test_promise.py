@@ -25,24 +25,11 @@ import pytest
 from conftest import SCRUBBED, assert_no_secrets, backdated, login, write_login
 
 from codex_ci.errors import ExitCode
+from testing.checks import flock_held
 from testing.targets import StoreTarget
 from testing.tokenserver import TokenServer, rfc3339
 
 LOCK = ("--lock-timeout", "60")
-
-
-@pytest.fixture(params=["file", "vault"])
-def target(request: pytest.FixtureRequest) -> StoreTarget:
-    """The file store and OpenBao: a real compare-and-set each."""
-    got: StoreTarget = request.getfixturevalue(f"{request.param}_target")
-    return got
-
-
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Any:
-    with TokenServer(initial_refresh_token="CANARY-rt-0", access_ttl=10 * 86400, grace=0.0) as srv:
-        monkeypatch.setenv("CODEX_REFRESH_TOKEN_URL_OVERRIDE", srv.url)
-        yield srv
 
 
 def faketime_cmd(offset: str | None) -> list[str]:
@@ -98,18 +85,6 @@ def wait_until(condition: Callable[[], bool], timeout: float = 60) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out waiting"
         time.sleep(0.01)
-
-
-def held(path: Path) -> bool:
-    """True when another process holds an flock on ``path`` (probed without blocking)."""
-    fd = os.open(path, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
 
 
 # -- 1. a runner whose clock was ahead when it rotated ------------------------------------------------------------
@@ -357,10 +332,10 @@ def test_refresh_holds_both_codex_locks_for_the_whole_post(home: Path, server: T
     server.delay = 1.5
     proc = spawn("refresh", "--codex-home", str(home), *LOCK, env=environ(None, server))
     wait_until(lambda: server.posts == 1)
-    during = held(home / "auth.lock"), held(home / "auth.json.lock")
+    during = flock_held(home / "auth.lock"), flock_held(home / "auth.json.lock")
     assert finish(proc)[0] == 0
     assert during == (True, True)
-    assert (held(home / "auth.lock"), held(home / "auth.json.lock")) == (False, False)
+    assert (flock_held(home / "auth.lock"), flock_held(home / "auth.json.lock")) == (False, False)
 
 
 def test_restore_waits_for_a_process_holding_auth_lock(tmp_path: Path, file_target: StoreTarget,
