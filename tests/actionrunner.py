@@ -170,10 +170,13 @@ def substitute(text: str, contexts: Mapping[str, Any]) -> str:
 
 class Runner:
     """One runner machine under ``root``. Each job's steps start from ``base_env``, by default this process's
-    environment (read when the job starts) without its GitHub Actions variables."""
+    environment (read when the job starts) without its GitHub Actions variables, plus ``machine_env`` (what the
+    machine's own configuration sets for every job, e.g. where a local directory of wheels is)."""
 
-    def __init__(self, root: Path, base_env: Mapping[str, str] | None = None, os_name: str = "Linux") -> None:
+    def __init__(self, root: Path, base_env: Mapping[str, str] | None = None, os_name: str = "Linux",
+                 machine_env: Mapping[str, str] | None = None) -> None:
         self.root, self.base_env, self.os_name = root, base_env, os_name
+        self.machine_env = dict(machine_env or {})
         self.temp, self.workspace = root / "temp", root / "workspace"
         self.cache_dir = root / "actions-cache"
         self.cache: dict[tuple[str, str], Path] = {}  # (key, path) -> saved copy, as actions/cache versions by path
@@ -190,6 +193,7 @@ class Runner:
             directory.mkdir(parents=True)
         base = dict(os.environ if self.base_env is None else self.base_env)
         base = {k: v for k, v in base.items() if not k.startswith(("GITHUB_", "RUNNER_", "ACTIONS_"))}
+        base.update(self.machine_env)
         return Job(self, base, dict(env or {}), {s for s in secrets if s}, [c for c in canaries if c])
 
 

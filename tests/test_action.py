@@ -1,17 +1,23 @@
 """The composite actions end to end, run by tests/actionrunner.py the way the GitHub runner runs them.
 
-One simulated runner machine serves the whole module. Every job installs codex-ci afresh, as on a hosted runner:
-from the action's checkout with ``--no-deps`` plus the store's hash-locked requirements, by uv (whose download
-cache, checked against those hashes, is the only thing shared between jobs). The action runs from a snapshot of
-the repository, as the runner runs ``org/codex-auth-action@v1`` from its download.
+One simulated runner machine serves most of the module. Every job installs codex-ci afresh, as on a hosted
+runner: from the action's checkout with ``--no-deps`` plus the store's hash-locked requirements, by a uv taken from
+its hash-pinned wheel. The locked wheels are downloaded once per session into a local directory that the machine's
+pip and uv read instead of the index (``PIP_FIND_LINKS`` / ``UV_FIND_LINKS``): both hash every archive in it on
+every install, so sharing it across jobs restores nothing unchecked. uv's own cache is not shared: it keeps
+unpacked files and does not hash them again on reuse, so the action gives each install an empty one (a test below
+poisons one to show it). One test installs cold from the index with every cache empty. The action runs from a
+snapshot of the repository, as the runner runs ``org/codex-auth-action@v1`` from its download.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,9 +50,63 @@ def action(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The locked wheels the jobs here install (core, vault, setuptools, uv), downloaded once by pip, which checks
+    each against its hash."""
+    target = tmp_path_factory.mktemp("wheelhouse")
+    locks = [arg for name in ("core", "vault", "build", "uv")
+             for arg in ("-r", str(ROOT / "action" / f"requirements-{name}.txt"))]
+    proc = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+                           "--no-input", "--no-deps", "--only-binary", ":all:", "--require-hashes", "--dest",
+                           str(target), *locks], capture_output=True, text=True, timeout=600,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    return target
+
+
 @pytest.fixture(scope="module")
-def machine(tmp_path_factory: pytest.TempPathFactory) -> Runner:
-    return Runner(tmp_path_factory.mktemp("runner"))
+def machine(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Runner:
+    """A runner machine configured to install from the local wheel directory, never from the index."""
+    return Runner(tmp_path_factory.mktemp("runner"), machine_env={
+        "PIP_FIND_LINKS": str(wheelhouse), "PIP_NO_INDEX": "1", "UV_FIND_LINKS": str(wheelhouse), "UV_OFFLINE": "1"})
+
+
+def locked(*names: str) -> dict[str, str]:
+    """name -> version of every entry of action/requirements-NAME.txt whose marker holds on this machine."""
+    from packaging.markers import Marker
+
+    pins = {}
+    for name in names:
+        text = (ROOT / "action" / f"requirements-{name}.txt").read_text()
+        for entry in re.findall(r"^([A-Za-z0-9_.-]+)==([^\s;]+)(?: ; ([^\\\n]+?))? \\$", text, re.MULTILINE):
+            if not entry[2] or Marker(entry[2]).evaluate():
+                pins[normal(entry[0])] = entry[1]
+    return pins
+
+
+def normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def installed(venv: Path) -> dict[str, str]:
+    """name -> version of every distribution in ``venv``."""
+    listing = subprocess.run(
+        [str(venv / "bin" / "python"), "-I", "-c", "import importlib.metadata as m, json; "
+         "print(json.dumps([(d.metadata['Name'], d.version) for d in m.distributions()]))"],
+        capture_output=True, text=True, check=True, timeout=60)
+    return {normal(name): version for name, version in json.loads(listing.stdout)}
+
+
+def uv_of(machine: Runner) -> Path:
+    return machine.temp / "codex-ci-uv" / "uv"
+
+
+def assert_pinned_uv(machine: Runner) -> None:
+    """The uv the action ran is the one requirements-uv.txt pins (its hash was checked when it was unpacked)."""
+    version = subprocess.run([str(uv_of(machine)), "--version"], capture_output=True, text=True, check=True,
+                             timeout=60).stdout.split()
+    assert version[:2] == ["uv", locked("uv")["uv"]], version
 
 
 def stale_login(refresh_token: str = "CANARY-rt-0") -> dict[str, Any]:
@@ -181,22 +241,110 @@ def test_seed_only(machine: Runner, action: Path, token_server: TokenServer, ref
     assert_clean(result, *tokens_of(seed))
 
 
-def test_no_installed_code_comes_from_a_cache(machine: Runner, action: Path, token_server: TokenServer) -> None:
-    """Neither action restores a cache, and a venv left at the action's path is replaced, never trusted."""
+def test_cold_install_from_the_index_is_exactly_the_lock_and_the_checkout(tmp_path: Path, action: Path,
+                                                                        token_server: TokenServer) -> None:
+    """A new machine with every cache empty and no local wheels: uv comes from its pinned wheel and the store's
+    locked requirements from the index, nothing else is installed, and codex-ci is the checkout's code."""
+    cold = Runner(tmp_path / "cold", machine_env={"PIP_NO_CACHE_DIR": "1", "XDG_CACHE_HOME": str(tmp_path / "xdg")})
+    result = run_auth(cold.job(), action, **{"auth-json": json.dumps(stale_login()), "refresh": "never"})
+    assert result.steps[INSTALL]["outcome"] == "success"
+    assert_pinned_uv(cold)
+    venv = Path(result.steps[INSTALL]["outputs"]["venv"])
+    version = re.search(r'__version__ = "(.+)"', (action / "codex_ci" / "__init__.py").read_text())
+    assert version and f"codex-ci {version.group(1)}" in result.log
+    assert installed(venv) == {**locked("core", "build"), "codex-ci": version.group(1)}
+    check = subprocess.run([str(uv_of(cold)), "pip", "check", "--python", str(venv / "bin" / "python")],
+                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert check.returncode == 0, check.stdout + check.stderr  # --no-deps left nothing out: the lock is complete
+    package = Path(subprocess.run([str(venv / "bin" / "python"), "-I", "-c", "import codex_ci; print(codex_ci.__file__)"
+                                   ], capture_output=True, text=True, check=True, timeout=60).stdout.strip()).parent
+    ours = {p.relative_to(action / "codex_ci") for p in (action / "codex_ci").rglob("*") if p.is_file()}
+    theirs = {p.relative_to(package) for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    assert theirs == ours
+    assert all((package / name).read_bytes() == (action / "codex_ci" / name).read_bytes() for name in ours)
+    assert not (tmp_path / "xdg").exists()  # nothing written to the machine's caches
+
+
+def test_no_installed_code_comes_from_a_cache(machine: Runner, action: Path, token_server: TokenServer,
+                                              wheelhouse: Path, tmp_path: Path) -> None:
+    """Neither action restores a cache; a venv or a uv left at the action's paths is replaced, never trusted; and a
+    poisoned uv cache, which a plain ``uv pip install --require-hashes`` would install from, is not used."""
     for action_file in (action / "action.yml", action / "persist" / "action.yml"):
         for step in yaml.safe_load(action_file.read_text())["runs"]["steps"]:
             assert "cache" not in str(step.get("uses", "")), (action_file, step["uses"])
             assert not {k for k in step.get("with") or {} if "cache" in k}, (action_file, step["with"])
-    job = machine.job()
+    # A uv cache whose unpacked typer prints a marker: uv records the archive's hash, not the files' content.
+    uv = Path(sys.executable).parent / "uv"
+    poisoned = tmp_path / "xdg" / "uv"
+    env = {**os.environ, "UV_CACHE_DIR": str(poisoned), "UV_FIND_LINKS": str(wheelhouse), "UV_OFFLINE": "1"}
+    lock = ["-r", str(ROOT / "action" / "requirements-core.txt")]
+    for venv in (tmp_path / "filler", tmp_path / "control"):
+        subprocess.run([str(uv), "venv", "--quiet", "--python", sys.executable, str(venv)], env=env, check=True,
+                       timeout=120, cwd=tmp_path)
+        subprocess.run([str(uv), "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), "--no-deps",
+                        "--require-hashes", "--only-binary", ":all:", *lock], env=env, check=True, timeout=300,
+                       cwd=tmp_path)
+        for module in poisoned.glob("archive-v0/*/typer/__init__.py"):
+            module.write_text(module.read_text() + '\nprint("PLANTED-CODE-RAN")\n')
+    control = subprocess.run([str(tmp_path / "control" / "bin" / "python"), "-I", "-c", "import typer"],
+                             capture_output=True, text=True, check=True, timeout=60)
+    assert "PLANTED-CODE-RAN" in control.stdout  # the poison works on a plain uv install
+
+    job = machine.job({"UV_CACHE_DIR": str(poisoned), "XDG_CACHE_HOME": str(tmp_path / "xdg")})
     planted = machine.temp / "codex-ci-venv-core" / "bin" / "codex-ci"
-    planted.parent.mkdir(parents=True)
-    planted.write_text("#!/bin/sh\necho PLANTED-CODE-RAN\n")
-    planted.chmod(0o755)
+    planted_uv = uv_of(machine)
+    for path in (planted, planted_uv):
+        path.parent.mkdir(parents=True)
+        path.write_text("#!/bin/sh\necho PLANTED-CODE-RAN\n")
+        path.chmod(0o755)
     result = run_auth(job, action, **{"auth-json": json.dumps(stale_login()), "refresh": "never"})
     assert result.steps[INSTALL]["outcome"] == "success"
     assert result.steps[INSTALL]["outputs"]["venv"] == str(planted.parent.parent)
     assert "PLANTED-CODE-RAN" not in "\n".join(result.log) and "PLANTED" not in planted.read_text()
+    assert "PLANTED" not in planted_uv.read_bytes().decode("latin-1")
+    assert_pinned_uv(machine)
     assert Path(result.exported_env["CODEX_CI_VENV"], "bin", "codex-ci").exists()
+    typer = next(Path(result.exported_env["CODEX_CI_VENV"]).glob("lib/python*/site-packages/typer/__init__.py"))
+    assert "PLANTED" not in typer.read_text()
+
+
+def test_the_workspace_cannot_change_the_install(machine: Runner, action: Path, token_server: TokenServer) -> None:
+    """The job's working directory (a checkout of anyone's code) holds modules named like the ones the install
+    runs and a uv.toml: no Python call imports from it and uv reads no configuration from it."""
+    job = machine.job()
+    marker = 'print("PLANTED-CODE-RAN")\n'
+    for name in ("venv.py", "re.py", "hashlib.py", "zipfile.py", "shutil.py", "platform.py", "pip/__init__.py",
+                 "pip/__main__.py", "setuptools/__init__.py"):
+        (machine.workspace / name).parent.mkdir(exist_ok=True)
+        (machine.workspace / name).write_text(marker)
+    (machine.workspace / "uv.toml").write_text("not = valid = toml\n")
+    shown = subprocess.run([sys.executable, "-c", "import venv, zipfile, hashlib"], cwd=machine.workspace,
+                           capture_output=True, text=True, timeout=60)
+    assert "PLANTED-CODE-RAN" in shown.stdout  # without -I, these modules would be imported
+    uv_reads_it = subprocess.run([str(Path(sys.executable).parent / "uv"), "pip", "list", "--python",
+                                  sys.executable], cwd=machine.workspace, capture_output=True, text=True, timeout=60)
+    assert uv_reads_it.returncode != 0 and "uv.toml" in uv_reads_it.stderr  # uv reads the cwd's uv.toml
+    result = run_auth(job, action, **{"auth-json": json.dumps(stale_login()), "refresh": "never"})
+    assert result.steps[INSTALL]["outcome"] == "success"
+    assert "PLANTED-CODE-RAN" not in "\n".join(result.log)
+    assert_pinned_uv(machine)
+
+
+def test_a_runner_python_without_pip_gets_uv_through_a_throwaway_venv(
+    machine: Runner, action: Path, token_server: TokenServer, tmp_path: Path
+) -> None:
+    """Debian's python3 without python3-pip: the action makes a venv with pip only to download uv."""
+    bare = tmp_path / "python-without-pip"
+    subprocess.run([str(Path(sys.base_prefix) / "bin" / "python3"), "-m", "venv", "--without-pip", str(bare)],
+                   check=True, timeout=300, capture_output=True)
+    assert subprocess.run([str(bare / "bin" / "python3"), "-I", "-c", "import pip"], capture_output=True,
+                          timeout=60).returncode != 0
+    job = machine.job({"PATH": f"{bare / 'bin'}:{os.environ['PATH']}"})
+    result = run_auth(job, action, **{"auth-json": json.dumps(stale_login()), "refresh": "never"})
+    assert result.steps["find"]["outputs"]["python-path"] == str(bare / "bin" / "python3")
+    assert result.steps[INSTALL]["outcome"] == "success"
+    assert (machine.temp / "codex-ci-uv" / "pip-venv" / "bin" / "pip").exists()
+    assert_pinned_uv(machine)
 
 
 def test_the_runner_python_is_used_when_it_matches(machine: Runner, action: Path, token_server: TokenServer
