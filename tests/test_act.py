@@ -53,6 +53,8 @@ FORWARDED = [
 ]
 PINNED = re.compile(r"^\s*(?:-\s+)?uses:\s*([\w.-]+/[\w.-]+)@([0-9a-f]{40})\b", re.MULTILINE)
 STALE_REFRESH_TOKEN = "CANARY-rt-0"  # what the workflow puts in the store; the token server issues CANARY-*
+# Two act runs with cold installs share this machine's two cores: room for a slow day, as a guard, not a measure.
+pytestmark = pytest.mark.timeout(900)
 
 
 def act_binary() -> str:
@@ -154,10 +156,12 @@ def parse(log: Path) -> list[dict[str, Any]]:
 
 
 def stop_token_endpoint(out: Path) -> None:
-    """The job stops it itself; this only cleans up after a job that died before its last step."""
+    """The job stops it itself; this only cleans up after a job that died before its last step, and only when the
+    process id still names the token endpoint (a stopped one's id may have been reused)."""
     try:
         pid = int((out / "tokenserver.pid").read_text().strip())
-        os.kill(pid, signal.SIGTERM)
+        if b"testing.tokenserver" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            os.kill(pid, signal.SIGTERM)
     except (OSError, ValueError):
         pass
 
@@ -180,7 +184,7 @@ def act_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Act
     try:
         for job, (proc, log, out) in started.items():
             try:
-                returncode = proc.wait(timeout=600)  # a guard against a hung run, not a measurement
+                returncode = proc.wait(timeout=780)  # a guard against a hung run, not a measurement
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
