@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from codex_ci import github
@@ -254,6 +255,15 @@ def test_oidc_token_failure_is_a_store_error_with_the_permission_hint(
 def test_oidc_token_unreachable_service() -> None:
     with pytest.raises(StoreError) as caught:
         github.oidc_token(env_for(f"http://127.0.0.1:{free_port()}/token"), "vault", what="Vault")
+    assert_oidc_failure(caught.value)
+
+
+@pytest.mark.xfail(strict=True, raises=httpx.InvalidURL,
+                   reason="a malformed ACTIONS_ID_TOKEN_REQUEST_URL raises httpx.InvalidURL, which is not an "
+                   "httpx.HTTPError: it escapes as an internal error instead of a StoreError")
+def test_oidc_token_malformed_url() -> None:
+    with pytest.raises(StoreError) as caught:
+        github.oidc_token(env_for("http://[::1/token"), "vault", what="Vault")
     assert_oidc_failure(caught.value)
 
 
