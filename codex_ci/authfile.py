@@ -122,7 +122,7 @@ class AuthFile:
     def parse_stored(cls, text: str, url: str) -> AuthFile:
         """The login a store at ``url`` holds; a damaged one is an InvalidAuthError saying how to rewrite it."""
         try:
-            return cls.parse(text.encode("utf-8", "surrogateescape"), url)
+            return cls.parse(_as_bytes(text, url), url)
         except InvalidAuthError as exc:
             raise InvalidAuthError(
                 exc.message, hint=f"The stored value is damaged or is not a codex-ci login. From a runner or a "
@@ -131,7 +131,7 @@ class AuthFile:
     @classmethod
     def parse_seed(cls, raw: bytes | str, source: str) -> tuple[AuthFile, str]:
         """Parse a seed that is JSON or base64 of JSON. Returns the file and "json" or "base64"."""
-        data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else raw
+        data = _as_bytes(raw, source)
         if len(data) > MAX_BYTES * 2:
             raise InvalidAuthError(f"{source} is too large ({len(data)} bytes; the limit is {MAX_BYTES})")
         stripped = data.strip()
@@ -256,6 +256,17 @@ class AuthFile:
             ordered["tokens"] = first | {k: v for k, v in tokens.items() if k not in first}
         ordered |= {k: v for k, v in self._data.items() if k not in ordered}
         return json.dumps(ordered, indent=2, ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def _as_bytes(raw: bytes | str, source: str) -> bytes:
+    """Text as the bytes it came from (surrogateescape round-trips any bytes); a lone surrogate cannot have come
+    from bytes at all (a JSON escape can carry one): not UTF-8."""
+    if isinstance(raw, bytes):
+        return raw
+    try:
+        return raw.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise InvalidAuthError(f"{source} is not valid UTF-8") from None
 
 
 def _json_kind(value: Any) -> str:

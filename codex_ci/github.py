@@ -73,7 +73,7 @@ def set_outputs(values: Mapping[str, object]) -> None:
 
 def summary(title: str, rows: Iterable[tuple[str, object]]) -> None:
     """A small Markdown table in $GITHUB_STEP_SUMMARY."""
-    cells = ((key, _render(value).replace("|", "\\|")) for key, value in rows)
+    cells = ((key, " ".join(_render(value).split()).replace("|", "\\|")) for key, value in rows)  # one row each
     body = "".join(f"| {key} | {value} |\n" for key, value in cells)
     _append("GITHUB_STEP_SUMMARY", f"### {title}\n\n| | |\n|---|---|\n{body}\n")
 
@@ -98,7 +98,7 @@ def oidc_token(env: Mapping[str, str], audience: str, *, what: str) -> str:
     try:
         response = httpx.get(url, headers={"Authorization": f"bearer {bearer.reveal()}"}, timeout=OIDC_TIMEOUT)
         value = response.json()["value"] if response.status_code == 200 else None
-    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError, KeyError, TypeError):  # InvalidURL: not an HTTPError
         value = None
     if not isinstance(value, str) or not value:
         from codex_ci.errors import StoreError

@@ -108,5 +108,6 @@ def access_only_check(auth: AuthFile, now: datetime, policy: Policy) -> str:
     if decide(auth, now, replace(policy, force=False)) is None:
         return "an access-only copy, fresh enough (its login is rotated elsewhere)"
     expires = auth.identity.access_expires
-    when = "has expired" if expires is not None and expires <= now else "expires within --min-ttl"
+    when = ("has no readable expiry and is older than --max-age" if expires is None
+            else "has expired" if expires <= now else "expires within --min-ttl")
     raise AccessOnlyError(f"this is an access-only copy whose access token {when}; it cannot be refreshed here")

@@ -43,10 +43,11 @@ def refresh_home(
         on_login(auth)
         now = utcnow()
         last = auth.last_refresh
-        if auth.is_chatgpt and not auth.is_access_only and (
-                (before is not None and auth.refresh_token != before) or (last is not None and started <= last <= now)):
+        rotating = auth.is_chatgpt and not auth.is_access_only  # else need() says why not
+        if rotating and ((before is not None and auth.refresh_token != before)
+                         or (last is not None and started <= last <= now)):
             return Result("not-refreshed", auth, "another process refreshed it while this one waited")
-        if auth.is_chatgpt and in_future(auth, now):
+        if rotating and in_future(auth, now):
             log.warning("auth.json's last_refresh is more than 5 minutes ahead of this machine's clock; ignoring it")
         state = home.state()
         due, why = need(auth, now, policy, state.refresh_not_before)
