@@ -168,7 +168,7 @@ def test_need(auth: AuthFile, policy: Policy, not_before: datetime | None, expec
                                                (30 * M, "expires within --min-ttl"),
                                                (None, "has no readable expiry and is older than --max-age")])
 def test_a_spent_access_only_copy_cannot_be_refreshed_here(expires: timedelta | None, when: str) -> None:
-    auth = login_at(expires, -9 * D, access_only=True)
+    auth = login_at(expires, -9 * D, -9 * D, access_only=True)
     for check in (lambda: need(auth, NOW, POLICY, None), lambda: access_only_check(auth, NOW, FORCED)):
         with pytest.raises(AccessOnlyError) as caught:
             check()
