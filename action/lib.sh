@@ -52,9 +52,12 @@ install_codex_ci() ( # install_codex_ci PYTHON VENV EXTRA, in a subshell (its cd
 )
 
 bootstrap_uv() { # bootstrap_uv PYTHON DIR: DIR/uv, the binary of the wheel requirements-uv.txt pins by hash
-  # pip downloads the wheel (checking its hash); it is hashed again here, whichever pip that was, and only the uv
-  # binary is taken out of it: no venv, no install. A Python without pip gets one in a throwaway venv.
-  local python=$1 dir=$2 lock="$root/action/requirements-uv.txt" pip
+  # action/get-uv.py reads uv's page on the index and downloads this machine's wheel itself (pip would spend
+  # seconds weighing every file of every uv release); where it cannot, pip downloads the wheel. Either way
+  # get-uv.py hashes it against the lock and takes only the uv binary out: no venv, no install. A Python without
+  # pip gets one in a throwaway venv.
+  local python=$1 dir=$2 lock="$root/action/requirements-uv.txt" get="$root/action/get-uv.py" pip
+  "$python" -I "$get" "$lock" "$dir" && return 0
   pip=("$python" -I -m pip)
   if ! "$python" -I -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("pip") is None)'; then
     "$python" -I -m venv "$dir/pip-venv"
@@ -62,18 +65,5 @@ bootstrap_uv() { # bootstrap_uv PYTHON DIR: DIR/uv, the binary of the wheel requ
   fi
   "${pip[@]}" download --disable-pip-version-check --no-input --quiet --no-deps --only-binary :all: \
     --require-hashes --dest "$dir/wheel" -r "$lock" || fail 1 "could not download uv (action/requirements-uv.txt)"
-  # shellcheck disable=SC2016 # the Python program is single-quoted on purpose
-  "$python" -I -c '
-import hashlib, pathlib, re, shutil, sys, zipfile
-lock, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
-pinned = set(re.findall(r"--hash=sha256:([0-9a-f]{64})", lock.read_text()))
-[wheel] = (out / "wheel").glob("uv-*.whl")
-digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
-if digest not in pinned:
-    sys.exit(f"{wheel.name} has sha256 {digest}, which {lock.name} does not pin")
-with zipfile.ZipFile(wheel) as archive, (out / "uv").open("xb") as binary:
-    [name] = [n for n in archive.namelist() if re.fullmatch(r"uv-[^/]+\.data/scripts/uv", n)]
-    shutil.copyfileobj(archive.open(name), binary)
-(out / "uv").chmod(0o755)
-' "$lock" "$dir" || fail 1 "could not install uv from action/requirements-uv.txt"
+  "$python" -I "$get" --downloaded "$lock" "$dir" || fail 1 "could not install uv from action/requirements-uv.txt"
 }

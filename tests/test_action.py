@@ -12,14 +12,20 @@ snapshot of the repository, as the runner runs ``org/codex-auth-action@v1`` from
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import http.server
+import importlib.util
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -148,7 +154,7 @@ def test_two_jobs_share_one_rotating_login_through_vault(
     machine: Runner, action: Path, token_server: TokenServer, vault_target: StoreTarget
 ) -> None:
     stored = stale_login()
-    vault_target.open().write(json.dumps(stored, indent=2).encode(), None)
+    vault_target.open().write(json.dumps(stored, indent=2), None)
     workflow_env = {"VAULT_TOKEN": vault_target.env["VAULT_TOKEN"]}
     canaries = [*tokens_of(stored), vault_target.env["VAULT_TOKEN"]]
     inputs = {"store": vault_target.url, "vault-addr": vault_target.env["VAULT_ADDR"]}
@@ -248,6 +254,7 @@ def test_cold_install_from_the_index_is_exactly_the_lock_and_the_checkout(tmp_pa
     cold = Runner(tmp_path / "cold", machine_env={"PIP_NO_CACHE_DIR": "1", "XDG_CACHE_HOME": str(tmp_path / "xdg")})
     result = run_auth(cold.job(), action, **{"auth-json": json.dumps(stale_login()), "refresh": "never"})
     assert result.steps[INSTALL]["outcome"] == "success"
+    assert not [line for line in result.log if "pip will download" in line]  # uv fetched directly, no pip
     assert_pinned_uv(cold)
     venv = Path(result.steps[INSTALL]["outputs"]["venv"])
     version = re.search(r'__version__ = "(.+)"', (action / "codex_ci" / "__init__.py").read_text())
@@ -347,6 +354,91 @@ def test_a_runner_python_without_pip_gets_uv_through_a_throwaway_venv(
     assert_pinned_uv(machine)
 
 
+def get_uv() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("get_uv", ROOT / "action" / "get-uv.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_get_uv_takes_the_wheel_that_fits_this_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = get_uv()
+    monkeypatch.setattr(module.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(module.os, "confstr", lambda name: "glibc 2.31")
+    rank = module.platform_rank
+    assert rank("manylinux_2_17_x86_64.manylinux2014_x86_64") == (2, 17)
+    assert rank("manylinux2014_x86_64") == (2, 17)
+    assert rank("manylinux_2_28_x86_64") == (2, 28)
+    assert rank("manylinux_2_34_x86_64") is None  # needs a newer glibc
+    assert rank("musllinux_1_1_x86_64") is None
+    assert rank("manylinux_2_17_aarch64.manylinux2014_aarch64.musllinux_1_1_aarch64") is None
+    assert rank("macosx_11_0_x86_64") is None and rank("win_amd64") is None
+    monkeypatch.setattr(module.os, "confstr", lambda name: None)  # musl: left to pip
+    assert rank("manylinux_2_17_x86_64.manylinux2014_x86_64") is None
+
+
+class _Index(http.server.SimpleHTTPRequestHandler):
+    requests: list[str]
+
+    def log_message(self, format: str, *args: Any) -> None:
+        self.requests.append(self.path)
+
+
+def test_get_uv_reads_the_index_page_and_checks_the_hash(tmp_path: Path, wheelhouse: Path) -> None:
+    """A PEP 503 page on a loopback index: the wheel for this machine whose hash the lock pins is the one taken
+    (not another version, not a musl build); a wheel whose bytes do not match its pinned hash is refused and
+    nothing is left behind; PIP_NO_INDEX leaves it to pip without a request."""
+    [wheel] = wheelhouse.glob("uv-*.whl")
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    assert digest in (ROOT / "action" / "requirements-uv.txt").read_text()
+    root = tmp_path / "index"
+    (root / "simple" / "uv").mkdir(parents=True)
+    (root / "files").mkdir()
+    shutil.copy(wheel, root / "files" / wheel.name)
+    musl = wheel.name.replace(wheel.name.split("-")[-1], "musllinux_1_1_x86_64.whl")
+    older = wheel.name.replace(locked("uv")["uv"], "0.0.1")
+    links = [(older, "0" * 64), (musl, digest), (wheel.name, digest)]
+    (root / "simple" / "uv" / "index.html").write_text("<html><body>\n" + "".join(
+        f'<a href="../../files/{name}#sha256={sha}" data-requires-python="&gt;=3.8">{name}</a><br/>\n'
+        for name, sha in links) + "</body></html>\n")
+    handler = type("Index", (_Index,), {"requests": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    env = {**os.environ, "PIP_INDEX_URL": f"http://127.0.0.1:{server.server_address[1]}/simple",
+           "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+    env.pop("PIP_NO_INDEX", None)
+
+    def run(out: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+        out.mkdir()
+        return subprocess.run([sys.executable, "-I", str(ROOT / "action" / "get-uv.py"),
+                               str(ROOT / "action" / "requirements-uv.txt"), str(out)], env={**env, **extra},
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
+
+    try:
+        good = run(tmp_path / "good")
+        assert good.returncode == 0, good.stderr
+        assert [p.name for p in (tmp_path / "good" / "wheel").iterdir()] == [wheel.name]
+        version = subprocess.run([str(tmp_path / "good" / "uv"), "--version"], capture_output=True, text=True,
+                                 check=True, timeout=60).stdout.split()
+        assert version[:2] == ["uv", locked("uv")["uv"]]
+        assert handler.requests == ["/simple/uv/", f"/files/{wheel.name}"]
+
+        (root / "files" / wheel.name).write_bytes(wheel.read_bytes() + b"tampered")
+        bad = run(tmp_path / "bad")
+        assert bad.returncode == 3 and "does not pin" in bad.stderr, bad.stderr
+        assert list((tmp_path / "bad").iterdir()) == []
+
+        handler.requests.clear()
+        off = run(tmp_path / "off", PIP_NO_INDEX="1")
+        assert off.returncode == 3 and "PIP_NO_INDEX" in off.stderr
+        assert handler.requests == [] and list((tmp_path / "off").iterdir()) == []
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_the_runner_python_is_used_when_it_matches(machine: Runner, action: Path, token_server: TokenServer
                                                    ) -> None:
     """A Python >= 3.11 on PATH is used as is; a range nothing on the runner meets falls back to setup-python."""
@@ -418,9 +510,9 @@ def test_access_only_jobs_get_a_copy_that_can_rotate_nothing(machine: Runner, ac
 
     full = login(expires_in=7200, refresh_token="CANARY-rt-full")
     store = tmp_path / "store" / "auth.json"
-    FileStore(store).write(json.dumps(full).encode(), None)
+    FileStore(store).write(json.dumps(full), None)
     handout = tmp_path / "store" / "handout.json"
-    FileStore(handout).write(json.dumps(login(expires_in=7200, refresh_token=ACCESS_ONLY_TOKEN)).encode(), None)
+    FileStore(handout).write(json.dumps(login(expires_in=7200, refresh_token=ACCESS_ONLY_TOKEN)), None)
     for inputs in ({"store": f"file://{store}", "access-only": "true"}, {"store": f"file://{handout}"}):
         job = machine.job(canaries=tokens_of(full))
         result = run_auth(job, action, **inputs)
