@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, AnyStr
 
 import pytest
 from typer.testing import CliRunner
@@ -56,12 +56,15 @@ def write_login(home: Path, data: dict[str, Any] | bytes) -> Path:
     return path
 
 
-def backdated(raw: bytes, seconds: float = 3600) -> bytes:
+def backdated(raw: AnyStr, seconds: float = 3600) -> AnyStr:
     """An auth.json whose last_refresh is ``seconds`` ago: a login that may be rotated again (a login is never
-    rotated twice within a minute)."""
+    rotated twice within a minute). Bytes for a file, text for a store: the type it is given."""
     data = json.loads(raw)
     data["last_refresh"] = rfc3339(time.time() - seconds)
-    return json.dumps(data, indent=2).encode()
+    text = json.dumps(data, indent=2)
+    if isinstance(raw, bytes):
+        return text.encode()
+    return text
 
 
 def backdate(home: Path) -> None:

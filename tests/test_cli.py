@@ -62,7 +62,7 @@ def test_seed_and_status_import_no_network_or_store_sdk(tmp_path: Path) -> None:
 
 def test_unexpected_error_is_one_line_without_traceback(tmp_path: Path) -> None:
     code = (
-        "import sys, codex_ci.local as l\n"
+        "import sys, codex_ci.seed as l\n"
         "def boom(*a, **k):\n    raise RuntimeError('CANARY-secret-in-message')\n"
         "l.seed = boom\nfrom codex_ci.cli import main\nsys.argv = ['codex-ci', 'seed']\nmain()\n"
     )

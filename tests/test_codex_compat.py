@@ -21,7 +21,7 @@ import pytest
 from conftest import ROOT, backdate, login
 
 from codex_ci.authfile import ACCESS_ONLY_TOKEN, parse_time
-from codex_ci.files import AuthLock
+from codex_ci.locks import AuthLock
 from testing.tokenserver import CLIENT_ID, TOKEN_PATH, TokenServer
 
 DEFAULT_BIN = ROOT / ".cache" / "codex" / "node_modules" / ".bin" / "codex"

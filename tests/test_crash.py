@@ -49,7 +49,7 @@ from conftest import Run, backdate, backdated, login, run_process, write_login
 
 from codex_ci.authfile import AuthFile, format_time, utcnow
 from codex_ci.errors import ExitCode
-from codex_ci.local import CONFIG_LINE
+from codex_ci.home import CONFIG_LINE
 from codex_ci.state import STATE_NAME, digest
 from codex_ci.stores import Store
 from testing.checks import flock_held
@@ -89,6 +89,11 @@ REFRESHED = "codex-ci: refreshed:"  # logged once the new login is written (refr
 def as_file(data: dict[str, Any]) -> bytes:
     """A login in the exact bytes codex-ci writes (so a restore of it is byte-identical)."""
     return AuthFile.parse(json.dumps(data), "login").to_bytes()
+
+
+def as_stored(data: dict[str, Any]) -> str:
+    """The same login as a store holds it: the text of ``as_file``."""
+    return as_file(data).decode()
 
 
 class Clock:
@@ -290,8 +295,9 @@ def store_path(target: StoreTarget) -> Path | None:
 
 
 def read_store(store: Store) -> tuple[bytes, int] | None:
+    """The stored login's UTF-8 bytes (comparable with auth.json's) and its version."""
     got = store.read()
-    return None if got is None else (got.value, int(got.version))
+    return None if got is None else (got.value.encode(), int(got.version))
 
 
 def check_store(store: Store, target: StoreTarget, ctx: str, old: tuple[bytes, int],
@@ -359,7 +365,8 @@ def test_kill_restore_at_random_points(cli: Any, home: Path, crash_target: Store
     rng, tally, clock = rng_for(f"restore-{target.kind}"), Tally(f"restore/{target.kind}"), Clock()
     store = target.open()
     path = home / "auth.json"
-    version = int(store.write(as_file(login(refresh_token="CANARY-rt-restore-start", last_refresh=clock.next())), None))
+    start = as_stored(login(refresh_token="CANARY-rt-restore-start", last_refresh=clock.next()))
+    version = int(store.write(start, None))
     args = ["restore", "--from", target.url, "--codex-home", str(home), *LOCK]
     assert cli(*args, env=target.env).exit_code == 0
 
@@ -367,7 +374,7 @@ def test_kill_restore_at_random_points(cli: Any, home: Path, crash_target: Store
         nonlocal version
         before = path.read_bytes()
         newer = as_file(login(refresh_token=f"CANARY-rt-restore-{index}-{clock.step}", last_refresh=clock.next()))
-        new_version = int(store.write(newer, str(version)))
+        new_version = int(store.write(newer.decode(), str(version)))
         outcome = run_and_kill(args, target.env, kill_after)
         ctx = f"restore/{target.kind} trial {index} {describe(outcome, kill_after)}"
         raw = check_auth_file(path, ctx, exact={before, newer})
@@ -401,7 +408,7 @@ def test_kill_persist_at_random_points(cli: Any, home: Path, crash_target: Store
     rng, tally, clock = rng_for(f"persist-{target.kind}"), Tally(f"persist/{target.kind}"), Clock()
     store = target.open()
     path = home / "auth.json"
-    store.write(as_file(login(refresh_token="CANARY-rt-persist-start", last_refresh=clock.next())), None)
+    store.write(as_stored(login(refresh_token="CANARY-rt-persist-start", last_refresh=clock.next())), None)
     assert cli("restore", "--from", target.url, "--codex-home", str(home), env=target.env).exit_code == 0
     args = ["persist", "--to", target.url, "--codex-home", str(home), *LOCK]
 
@@ -445,8 +452,8 @@ def test_kill_distributed_refresh_at_random_points(cli: Any, tmp_path: Path, cra
     once a dead holder's lease expires (LEASE_TTL), leaves auth.json equal to the store, and no temp file."""
     target, server = crash_target, crash_server
     rng, tally, store = rng_for(f"refresh-store-{target.kind}"), Tally(f"refresh-store/{target.kind}"), target.open()
-    store.write(as_file(login(expires_in=1800, refresh_token=server.current_refresh_token,
-                              last_refresh=format_time(utcnow() - timedelta(hours=1)))), None)
+    store.write(as_stored(login(expires_in=1800, refresh_token=server.current_refresh_token,
+                                last_refresh=format_time(utcnow() - timedelta(hours=1)))), None)
     env = target.env | {"CODEX_REFRESH_TOKEN_URL_OVERRIDE": server.url}
 
     def trial(index: int, kill_after: float | None, delay: float) -> Outcome:
@@ -491,8 +498,8 @@ def test_kill_distributed_refresh_at_random_points(cli: Any, tmp_path: Path, cra
             tally.notes["auth-tmp-left"] += bool(temp_files(home, "auth.json"))
             tally.notes["store-tmp-left"] += bool(store_temp_files(target))
         if answers and not kept:  # lost in the window: the login is dead; put a new one in the store
-            store.write(as_file(login(expires_in=1800, refresh_token=server.current_refresh_token,
-                                      last_refresh=format_time(utcnow()))), str(version))
+            store.write(as_stored(login(expires_in=1800, refresh_token=server.current_refresh_token,
+                                        last_refresh=format_time(utcnow()))), str(version))
         server.delay = 0.0
         run = follow(cli, index, *args, env=env)
         assert run.exit_code == 0, f"{ctx}: the next refresh --store exited {run.exit_code}: {run.stderr}"
@@ -539,7 +546,7 @@ def test_stale_temp_files_of_a_killed_writer_are_cleaned(cli: Any, home: Path, t
             url = f"file://{tmp_path / 'store' / 'codex.json'}"
             from codex_ci.stores import open_store
 
-            open_store(url).write(as_file(newer), None)
+            open_store(url).write(as_stored(newer), None)
             extra = ["--from", url]
         run = run_process(*writer.split(), "--codex-home", str(home), *extra, *LOCK, env=env)
         assert run.exit_code == 0, run.stderr
@@ -593,8 +600,8 @@ def test_persist_killed_at_each_step_of_the_file_store_write(home: Path, file_ta
     exits 0, leaves the new login at exactly version + 1 and removes the temp file."""
     store, path = file_target.open(), store_path(file_target)
     assert path is not None
-    store.write(as_file(login(refresh_token="CANARY-rt-old", last_refresh=format_time(utcnow() - timedelta(hours=1)))),
-                None)
+    an_hour_ago = format_time(utcnow() - timedelta(hours=1))
+    store.write(as_stored(login(refresh_token="CANARY-rt-old", last_refresh=an_hour_ago)), None)
     assert cli("restore", "--from", file_target.url, "--codex-home", str(home)).exit_code == 0
     newer = as_file(login(refresh_token="CANARY-rt-new", last_refresh=format_time(utcnow())))
     write_login(home, newer)
@@ -651,8 +658,8 @@ def test_distributed_refresh_killed_before_its_store_write_is_healed_by_the_next
     assert path is not None
     store = file_target.open()
     with CrashTokenServer(initial_refresh_token="CANARY-rt-0", access_ttl=1800) as server:
-        store.write(as_file(login(expires_in=1800, refresh_token="CANARY-rt-0",
-                                  last_refresh=format_time(utcnow() - timedelta(hours=1)))), None)
+        store.write(as_stored(login(expires_in=1800, refresh_token="CANARY-rt-0",
+                                    last_refresh=format_time(utcnow() - timedelta(hours=1)))), None)
         old = read_store(store)
         assert old is not None
         home = tmp_path / "runner"
@@ -715,8 +722,8 @@ def test_persist_killed_while_holding_the_file_store_lock_releases_it(home: Path
     flock at once: the next ``persist`` exits 0 and writes the login at version + 1."""
     store, path = file_target.open(), store_path(file_target)
     assert path is not None
-    store.write(as_file(login(refresh_token="CANARY-rt-old", last_refresh=format_time(utcnow() - timedelta(hours=1)))),
-                None)
+    an_hour_ago = format_time(utcnow() - timedelta(hours=1))
+    store.write(as_stored(login(refresh_token="CANARY-rt-old", last_refresh=an_hour_ago)), None)
     newer = as_file(login(refresh_token="CANARY-rt-new", last_refresh=format_time(utcnow())))
     write_login(home, newer)
     old = read_store(store)
@@ -764,7 +771,7 @@ def test_a_writer_frozen_inside_the_lock_holds_off_the_next_one(home: Path, file
     """Two ``restore`` runs in one empty home: A is frozen just after creating its config.toml temp file, which it
     writes under auth.json.lock. B cannot touch A's temp file: it times out on the lock (exit 7). A, resumed,
     finishes; then B runs to the end."""
-    file_target.open().write(as_file(login(refresh_token="CANARY-rt-stored")), None)
+    file_target.open().write(as_stored(login(refresh_token="CANARY-rt-stored")), None)
     args = ["restore", "--from", file_target.url, "--codex-home", str(home)]
     env = child_env(killpoint_env("config.toml", "created", "SIGSTOP"))
     proc = subprocess.Popen([sys.executable, "-c", KILLPOINT, *args, *LOCK], env=env, stdout=subprocess.DEVNULL,
@@ -792,7 +799,7 @@ def test_file_store_write_spares_the_lease_writers_temp_file(tmp_path: Path, fil
     with CrashTokenServer(initial_refresh_token="CANARY-rt-0", access_ttl=1800) as server:
         stale = login(expires_in=1800, refresh_token="CANARY-rt-0",
                       last_refresh=format_time(utcnow() - timedelta(hours=1)))
-        file_target.open().write(as_file(stale), None)
+        file_target.open().write(as_stored(stale), None)
         args = ["refresh", "--store", file_target.url, "--codex-home", str(tmp_path / "a"), *LOCK]
         env = child_env({"CODEX_REFRESH_TOKEN_URL_OVERRIDE": server.url}
                         | killpoint_env(path.name + ".lease", "created", "SIGSTOP"))

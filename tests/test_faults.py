@@ -265,13 +265,13 @@ class StoreFaults:
     def fail(self, op: str, which: str, fault: str, *, count: int | None = None, nth: int = 1) -> None:
         raise NotImplementedError
 
-    def intrude(self, value: bytes) -> None:
+    def intrude(self, value: str) -> None:
         """Another writer's compare-and-set write of ``value`` (not through the fault injection)."""
         store = self.direct()
         current = store.read()
         store.write(value, None if current is None else current.version)
 
-    def interfere(self, values: Iterator[bytes], *, count: int) -> None:
+    def interfere(self, values: Iterator[str], *, count: int) -> None:
         """Before each of our next ``count`` CAS writes of the login reaches the store, another writer writes."""
         raise NotImplementedError
 
@@ -296,7 +296,7 @@ class ProxiedFaults(StoreFaults):
         action = LANDED_DROP if fault == "landed" else self.replies[fault]
         self.proxy.add(self.match(op, which), action, nth=nth, count=count or self.attempts)
 
-    def interfere(self, values: Iterator[bytes], *, count: int) -> None:
+    def interfere(self, values: Iterator[str], *, count: int) -> None:
         self.proxy.add(self.match("move", "login"), Before(lambda: self.intrude(next(values))), count=count)
 
     def clear(self) -> None:
@@ -429,10 +429,10 @@ class GcpFaults(StoreFaults):
     def fail(self, op: str, which: str, fault: str, *, count: int | None = None, nth: int = 1) -> None:
         self._add(op, which, "landed" if fault == "landed" else self.codes[fault], count or 1, nth)
 
-    def intrude(self, value: bytes) -> None:
-        self.fake.put(self.name, value)  # directly, not through gRPC (and so not through the hooks)
+    def intrude(self, value: str) -> None:
+        self.fake.put(self.name, value.encode())  # directly, not through gRPC (and so not through the hooks)
 
-    def interfere(self, values: Iterator[bytes], *, count: int) -> None:
+    def interfere(self, values: Iterator[str], *, count: int) -> None:
         self._add("move", "login", lambda: self.intrude(next(values)), count, 1)
 
     def clear(self) -> None:
@@ -463,7 +463,7 @@ class FileFaults(StoreFaults):
             self._check("write", p)
             write_atomic(p, data)
 
-        def interfered_write(store: Any, value: bytes, expected: str | None) -> str:
+        def interfered_write(store: Any, value: str, expected: str | None) -> str:
             self._check("move", store.path)
             return write(store, value, expected)
 
@@ -491,12 +491,12 @@ class FileFaults(StoreFaults):
     def fail(self, op: str, which: str, fault: str, *, count: int | None = None, nth: int = 1) -> None:
         self.rules.append((op, self.paths[which], fault, Rule(lambda _: True, DROP, nth, count or 1)))
 
-    def intrude(self, value: bytes) -> None:
+    def intrude(self, value: str) -> None:
         store = self.direct()
         current = store.read()
         self._write(store, value, None if current is None else current.version)  # past the injection
 
-    def interfere(self, values: Iterator[bytes], *, count: int) -> None:
+    def interfere(self, values: Iterator[str], *, count: int) -> None:
         self.rules.append(("move", self.paths["login"], lambda: self.intrude(next(values)),
                            Rule(lambda _: True, DROP, 1, count)))
 
@@ -529,16 +529,22 @@ SERVER_KINDS = ("vault", "aws", "gcp")
 STORE_FAULTS = [("file", "io")] + [(k, f) for k in SERVER_KINDS for f in FAULTS]
 
 
-def login_bytes(refresh_token: str, *, expires_in: int | None = 7200, last_refresh: str | None = None) -> bytes:
+def login_text(refresh_token: str, *, expires_in: int | None = 7200, last_refresh: str | None = None) -> str:
+    """A login as a store holds it (text)."""
     kw: dict[str, Any] = {} if last_refresh is None else {"last_refresh": last_refresh}
-    return json.dumps(login(expires_in=expires_in, refresh_token=refresh_token, **kw), indent=2).encode()
+    return json.dumps(login(expires_in=expires_in, refresh_token=refresh_token, **kw), indent=2)
+
+
+def login_bytes(refresh_token: str, *, expires_in: int | None = 7200, last_refresh: str | None = None) -> bytes:
+    """A login as auth.json holds it (bytes)."""
+    return login_text(refresh_token, expires_in=expires_in, last_refresh=last_refresh).encode()
 
 
 def stamp(minutes_ago: float) -> str:
     return (datetime.now(UTC) - timedelta(minutes=minutes_ago)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def token_of(value: bytes | None) -> str | None:
+def token_of(value: str | bytes | None) -> str | None:
     return None if value is None else json.loads(value)["tokens"]["refresh_token"]
 
 
@@ -591,7 +597,7 @@ def stale_store(file_target: StoreTarget, token_server: TokenServer, home: Path,
                 monkeypatch: pytest.MonkeyPatch) -> Iterator[StoreFaults]:
     """A file store holding a stale login (the live refresh token), restored into ``home`` already."""
     faults = FileFaults(file_target, monkeypatch)
-    faults.direct().write(login_bytes("CANARY-rt-0", expires_in=-60), None)
+    faults.direct().write(login_text("CANARY-rt-0", expires_in=-60), None)
     assert cmd(cli, faults, "restore", home=home).exit_code == 0
     yield faults
 
@@ -622,7 +628,7 @@ def test_token_5xx_with_store_is_retried_then_transient(cli, home: Path, stale_s
 @pytest.mark.parametrize("kind", SERVER_KINDS)
 def test_token_503_with_every_server_store(cli, home: Path, faults: StoreFaults, token_server: TokenServer,
                                            kind: str) -> None:
-    faults.direct().write(login_bytes("CANARY-rt-0", expires_in=-60), None)
+    faults.direct().write(login_text("CANARY-rt-0", expires_in=-60), None)
     assert cmd(cli, faults, "restore", home=home).exit_code == 0
     before, stored = local_files(home), faults.direct().read()
     token_server.set_mode("http503")
@@ -718,7 +724,7 @@ def test_timeout_after_sending_with_store(cli, home: Path, faults: StoreFaults, 
                                           kind: str) -> None:
     """The server rotated but answered too late: reported as ambiguous (exit 6), not retried, nothing written.
     The store keeps the login whose refresh token the server has now spent: README's documented ambiguity."""
-    faults.direct().write(login_bytes("CANARY-rt-0", expires_in=-60), None)
+    faults.direct().write(login_text("CANARY-rt-0", expires_in=-60), None)
     assert cmd(cli, faults, "restore", home=home).exit_code == 0
     before, stored = local_files(home), faults.direct().read()
     token_server.delay = 3
@@ -840,7 +846,7 @@ def test_tls_verification(cli, home: Path, file_target: StoreTarget, tls_token_s
     monkeypatch.delenv("SSL_CERT_DIR", raising=False)
     faults = FileFaults(file_target, monkeypatch)
     if with_store:
-        faults.direct().write(login_bytes("CANARY-rt-0", expires_in=-60), None)
+        faults.direct().write(login_text("CANARY-rt-0", expires_in=-60), None)
         assert cmd(cli, faults, "restore", home=home).exit_code == 0
         args: tuple[str, ...] = ("refresh", "--store", faults.url, "--codex-home", str(home))
     else:
@@ -874,7 +880,7 @@ def test_rejected_login_with_store_changes_nothing(cli, home: Path, stale_store:
 # ---- store faults ---------------------------------------------------------------------------------------------------
 
 
-def restored_home(cli: Any, faults: StoreFaults, home: Path, value: bytes) -> Versioned:
+def restored_home(cli: Any, faults: StoreFaults, home: Path, value: str) -> Versioned:
     """Store ``value`` and restore it into ``home``; return what the store holds."""
     faults.direct().write(value, None)
     assert cmd(cli, faults, "restore", home=home).exit_code == 0
@@ -886,8 +892,8 @@ def restored_home(cli: Any, faults: StoreFaults, home: Path, value: bytes) -> Ve
 @pytest.mark.parametrize(("kind", "fault"), STORE_FAULTS)
 def test_restore_store_fault(cli, home: Path, faults: StoreFaults, kind: str, fault: str) -> None:
     """restore cannot read the store: exit 9, the local login and state stay as they were."""
-    first = restored_home(cli, faults, home, login_bytes("CANARY-rt-1", last_refresh=stamp(60)))
-    faults.direct().write(login_bytes("CANARY-rt-2", last_refresh=stamp(30)), first.version)  # another runner
+    first = restored_home(cli, faults, home, login_text("CANARY-rt-1", last_refresh=stamp(60)))
+    faults.direct().write(login_text("CANARY-rt-2", last_refresh=stamp(30)), first.version)  # another runner
     before = local_files(home)
     faults.fail("read", "login", fault)
     run = cmd(cli, faults, "restore", home=home)
@@ -903,7 +909,7 @@ def test_restore_store_fault(cli, home: Path, faults: StoreFaults, kind: str, fa
 def test_persist_store_fault(cli, home: Path, faults: StoreFaults, kind: str, fault: str) -> None:
     """persist cannot write: exit 9, the store keeps its version, auth.json and the state file are untouched, and
     a later persist writes the login."""
-    stored = restored_home(cli, faults, home, login_bytes("CANARY-rt-1", last_refresh=stamp(60)))
+    stored = restored_home(cli, faults, home, login_text("CANARY-rt-1", last_refresh=stamp(60)))
     (home / "auth.json").write_bytes(login_bytes("CANARY-rt-2", last_refresh=stamp(1)))  # a newer local login
     before = local_files(home)
     faults.fail("write", "login", fault)
@@ -931,7 +937,7 @@ def test_refresh_store_fault_before_rotation(cli, home: Path, faults: StoreFault
                                              kind: str, op: str, which: str, fault: str) -> None:
     """The store fails before the POST (reading the login or the lease, or taking the lease): exit 9, no POST,
     the store unchanged; the next run rotates once."""
-    stored = restored_home(cli, faults, home, login_bytes("CANARY-rt-0", expires_in=-60))
+    stored = restored_home(cli, faults, home, login_text("CANARY-rt-0", expires_in=-60))
     before = local_files(home)
     faults.fail(op, which, fault)
     run = cmd(cli, faults, "refresh", home=home)
@@ -951,7 +957,7 @@ def test_refresh_store_fault_after_rotation(cli, home: Path, faults: StoreFaults
                                             kind: str, fault: str) -> None:
     """The login's write fails after the server rotated it: exit 9, the new login is in auth.json and the error
     says to persist it; persist then saves it."""
-    stored = restored_home(cli, faults, home, login_bytes("CANARY-rt-0", expires_in=-60))
+    stored = restored_home(cli, faults, home, login_text("CANARY-rt-0", expires_in=-60))
     faults.fail("write", "login", fault)
     run = cmd(cli, faults, "refresh", home=home)
     assert run.exit_code == ExitCode.STORE
@@ -974,7 +980,7 @@ def test_store_write_landed_but_answer_lost(cli, home: Path, faults: StoreFaults
     """The CAS step reached the store but its answer was lost. AWS: the SDK retries the stage move and codex-ci
     sees its own version current, so it succeeds. Vault and GCP: exit 9, then persist finds the store already
     holding this login ("unchanged"). Either way one rotation, and the store ends with it."""
-    restored_home(cli, faults, home, login_bytes("CANARY-rt-0", expires_in=-60))
+    restored_home(cli, faults, home, login_text("CANARY-rt-0", expires_in=-60))
     faults.fail("move", "login", "landed", count=1)
     run = cmd(cli, faults, "refresh", home=home)
     if kind == "aws":
@@ -993,7 +999,7 @@ def test_aws_sdk_retries_a_single_transient_fault(cli, home: Path, request: pyte
     """One 5xx, one throttling answer or one dropped connection is retried by botocore (3 retries)."""
     faults = open_faults("aws", request, monkeypatch)
     try:
-        restored_home(cli, faults, home, login_bytes("CANARY-rt-1", last_refresh=stamp(60)))
+        restored_home(cli, faults, home, login_text("CANARY-rt-1", last_refresh=stamp(60)))
         for i, fault in enumerate(("5xx", "throttle", "drop"), start=2):
             (home / "auth.json").write_bytes(login_bytes(f"CANARY-rt-{i}", last_refresh=stamp(10 - i)))
             faults.fail("write", "login", fault, count=1)
@@ -1004,16 +1010,16 @@ def test_aws_sdk_retries_a_single_transient_fault(cli, home: Path, request: pyte
         faults.close()
 
 
-def intruders(prefix: str = "CANARY-rt-intruder") -> Iterator[bytes]:
+def intruders(prefix: str = "CANARY-rt-intruder") -> Iterator[str]:
     """Logins another runner writes: each newer than the last, all older than the one being persisted."""
     for i in range(100):
-        yield login_bytes(f"{prefix}-{i}", last_refresh=stamp(50 - i * 0.1))
+        yield login_text(f"{prefix}-{i}", last_refresh=stamp(50 - i * 0.1))
 
 
 def relogged_home(cli: Any, faults: StoreFaults, home: Path) -> None:
     """A home holding a new login with no base in the store (a re-login on a trusted machine): persist orders it
     against the store by time."""
-    restored_home(cli, faults, home, login_bytes("CANARY-rt-1", last_refresh=stamp(60)))
+    restored_home(cli, faults, home, login_text("CANARY-rt-1", last_refresh=stamp(60)))
     (home / "codex-ci-state.json").unlink()
     (home / "auth.json").write_bytes(login_bytes("CANARY-rt-2", last_refresh=stamp(1)))
 
@@ -1034,7 +1040,7 @@ def test_cas_conflict_is_reconciled(cli, home: Path, faults: StoreFaults, kind: 
 def test_cas_conflict_onto_the_base_is_superseded(cli, home: Path, faults: StoreFaults, kind: str) -> None:
     """auth.json changed since its base (not by this home's own rotation) and the store moved meanwhile: both
     changed, so nothing is written whatever the timestamps say (exit 10); --force then writes it."""
-    restored_home(cli, faults, home, login_bytes("CANARY-rt-1", last_refresh=stamp(60)))
+    restored_home(cli, faults, home, login_text("CANARY-rt-1", last_refresh=stamp(60)))
     (home / "auth.json").write_bytes(login_bytes("CANARY-rt-2", last_refresh=stamp(1)))
     faults.interfere(intruders(), count=1)
     run = cmd(cli, faults, "persist", home=home)
@@ -1068,7 +1074,7 @@ def test_unreachable_store(cli, home: Path, request: pytest.FixtureRequest, toke
                            kind: str) -> None:
     """A closed port: restore, persist and refresh --store all exit 9 and change nothing."""
     target: StoreTarget = request.getfixturevalue(f"{kind}_target")
-    target.open().write(login_bytes("CANARY-rt-0", expires_in=-60), None)
+    target.open().write(login_text("CANARY-rt-0", expires_in=-60), None)
     assert cli("restore", "--from", target.url, "--codex-home", str(home), env=target.env).exit_code == 0
     (home / "auth.json").write_bytes(login_bytes("CANARY-rt-0", expires_in=-30, last_refresh=stamp(0)))
     before, stored = local_files(home), target.open().read()
@@ -1092,7 +1098,7 @@ def test_conflict_after_rotation_says_the_login_is_local(cli, home: Path, faults
                                                          token_server: TokenServer, kind: str) -> None:
     """Writers that ignore the lease (e.g. `persist` of stale runners) keep the store moving after the rotation:
     the error says the new login is only local and how to save it, and persist can."""
-    restored_home(cli, faults, home, login_bytes("CANARY-rt-0", expires_in=-60))
+    restored_home(cli, faults, home, login_text("CANARY-rt-0", expires_in=-60))
     faults.interfere(intruders(), count=10)  # more than persist's attempts
     run = cmd(cli, faults, "refresh", home=home)
     assert run.exit_code == ExitCode.STORE
@@ -1111,7 +1117,7 @@ def test_failed_store_write_after_rotation_keeps_others_from_the_spent_token(
     """After a rotation that could not be saved, the store still holds the spent refresh token: the lease is kept,
     so the next runner waits instead of presenting it (which would revoke the login)."""
     first, second = tmp_path / "runner-1", tmp_path / "runner-2"
-    faults.direct().write(login_bytes("CANARY-rt-0", expires_in=-60), None)
+    faults.direct().write(login_text("CANARY-rt-0", expires_in=-60), None)
     faults.fail("write", "login", "5xx" if kind != "file" else "io")  # one failed write: a blip
     assert cmd(cli, faults, "refresh", home=first).exit_code == ExitCode.STORE
     assert not lease_is_free(faults)
@@ -1145,21 +1151,21 @@ def test_interrupt_after_rotation_keeps_the_lease(cli, tmp_path: Path, file_targ
                                                    token_server: TokenServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """An interrupt (a cancelled job's SIGINT) after the rotation, before the store write: the lease is kept, so
     the next runner waits instead of presenting the spent refresh token, and the persist step saves the login."""
-    import codex_ci.sync as sync
+    import codex_ci.distributed as distributed
 
     first, second = tmp_path / "runner-1", tmp_path / "runner-2"
     store = file_target.open()
-    store.write(login_bytes("CANARY-rt-0", expires_in=-60), None)
-    real_persist = sync.persist
+    store.write(login_text("CANARY-rt-0", expires_in=-60), None)
+    real_persist = distributed.persist
 
     def interrupted(*args: Any, **kw: Any) -> Any:  # Ctrl-C arrives while the new login is being saved
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sync, "persist", interrupted)
+    monkeypatch.setattr(distributed, "persist", interrupted)
     run = cli("refresh", "--store", file_target.url, "--codex-home", str(first))
     assert run.exit_code == ExitCode.INTERRUPTED
     assert local_token(first) == token_server.current_refresh_token  # rotated, saved only locally
-    monkeypatch.setattr(sync, "persist", real_persist)
+    monkeypatch.setattr(distributed, "persist", real_persist)
     # before runner 1's persist step (the action's `if: always()` step), runner 2 starts its job
     cli("refresh", "--store", file_target.url, "--lease-wait", "1", "--codex-home", str(second))
     cli("persist", "--to", file_target.url, "--codex-home", str(first))

@@ -162,6 +162,12 @@ def dumps(data: Any, **kw: Any) -> bytes:
     return json.dumps(data, **kw).encode()
 
 
+def as_text(value: bytes) -> str:
+    """``value`` as a store value (text): bytes that are not UTF-8 become surrogate escapes, which the file store
+    writes back as those same bytes, so the store file holds exactly ``value`` (as a damaged one would)."""
+    return value.decode("utf-8", "surrogateescape")
+
+
 def splice(data: dict[str, Any], text: str) -> bytes:
     """A login's JSON with ``text`` (raw JSON, e.g. ``"x": NaN``) added as its last member."""
     return (json.dumps(data)[:-1] + ", " + text + "}").encode()
@@ -449,7 +455,7 @@ def test_fuzz_stored_payload(cli: Any, payload: tuple[str, bytes]) -> None:
         home, guard = good_home(root)
         store = root / "store.json"
         if kind == "value":
-            FileStore(store).write(data, None)
+            FileStore(store).write(as_text(data), None)
         else:
             store.write_bytes(data)
         run = cli("restore", "--from", f"file://{store}", "--codex-home", str(home), env=isolated_env(root))
@@ -941,8 +947,8 @@ StoreArrange = Callable[[Path], None]
 
 
 def stored_value(value: bytes) -> StoreArrange:
-    """The file store holds ``value`` (written the way codex-ci writes it)."""
-    return lambda path: None if FileStore(path).write(value, None) else None
+    """The file store holds ``value`` (written the way codex-ci writes it; see ``as_text`` for bytes not UTF-8)."""
+    return lambda path: None if FileStore(path).write(as_text(value), None) else None
 
 
 def store_file(raw: bytes | str) -> StoreArrange:
@@ -1075,7 +1081,7 @@ def test_home_hostile(cli: Any, tmp_path: Path, token_server: TokenServer, comma
     if not any(arg == "--codex-home" for arg in argv) and "CODEX_HOME" not in env:
         argv += ["--codex-home", str(home)]
     store = tmp_path / "store.json"
-    FileStore(store).write(dumps(login(refresh_token="CANARY-rt-stored"), indent=2), None)
+    FileStore(store).write(json.dumps(login(refresh_token="CANARY-rt-stored"), indent=2), None)
     argv += {"restore": ["--from", f"file://{store}"], "persist": ["--to", f"file://{store}"]}.get(command, [])
     env = isolated_env(tmp_path, CODEX_AUTH_JSON=json.dumps(login(refresh_token="CANARY-rt-seed")), **env)
     with contextlib.chdir(tmp_path):
@@ -1089,13 +1095,13 @@ def test_home_hostile(cli: Any, tmp_path: Path, token_server: TokenServer, comma
 def lease(raw: bytes | None = None, record: object = None) -> StoreArrange:
     """An expired login in the store, and next to it a lease file ``raw`` or a lease record ``record``."""
     def arrange(path: Path) -> None:
-        FileStore(path).write(dumps(login(expires_in=-60, refresh_token="CANARY-rt-0"), indent=2), None)
+        FileStore(path).write(json.dumps(login(expires_in=-60, refresh_token="CANARY-rt-0"), indent=2), None)
         lease_path = path.with_name(path.name + ".lease")
         if raw is not None:
             lease_path.write_bytes(raw)
         if record is not None:
             text = record if isinstance(record, str) else json.dumps(record)
-            FileStore(lease_path).write(text.encode(), None)
+            FileStore(lease_path).write(text, None)
     return arrange
 
 

@@ -186,7 +186,7 @@ def test_status_of_an_empty_store_warns(tmp_path: Path) -> None:
 def test_a_damaged_store_says_how_to_rewrite_it_not_to_log_in_again(tmp_path: Path) -> None:
     from codex_ci.stores.file import FileStore
 
-    FileStore(tmp_path / "store.json").write(b'{"tokens": "CANARY-broken"}', None)
+    FileStore(tmp_path / "store.json").write('{"tokens": "CANARY-broken"}', None)
     run = run_process("restore", "--from", f"file://{tmp_path / 'store.json'}", "--codex-home",
                       str(tmp_path / "h"), env=env_with(tmp_path))
     assert run.exit_code == ExitCode.INVALID

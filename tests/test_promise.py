@@ -65,7 +65,7 @@ def run(*args: str, env: dict[str, str], clock: str | None = None) -> tuple[int,
 
 
 def put(target: StoreTarget, data: dict[str, Any], expected: str | None = None) -> str:
-    return target.open().write(json.dumps(data, indent=2).encode(), expected)
+    return target.open().write(json.dumps(data, indent=2), expected)
 
 
 def stored(target: StoreTarget) -> dict[str, Any]:
@@ -139,7 +139,7 @@ def test_a_waiter_takes_over_a_dead_holders_lease_after_its_ttl_by_its_own_clock
     put(file_target, login(expires_in=-60))
     forever = {"holder": "dead-runner/1", "acquired_at": "2099-01-01T00:00:00Z", "expires_at": "2099-01-01T00:01:00Z",
                "ttl_seconds": 2}
-    file_target.open().sibling("lease").write(json.dumps(forever).encode(), None)
+    file_target.open().sibling("lease").write(json.dumps(forever), None)
     code, err = run("refresh", "--store", file_target.url, "--codex-home", str(tmp_path / "h"), "--lease-ttl", "30s",
                     "--timeout", "5", *LOCK, env=environ(file_target, server))
     assert code == 0, err
@@ -151,7 +151,7 @@ def test_a_lease_record_claiming_more_than_the_cap_is_treated_as_expired(
         tmp_path: Path, file_target: StoreTarget, server: TokenServer) -> None:
     put(file_target, login(expires_in=-60))
     greedy = {"holder": "buggy-runner/1", "acquired_at": "2026-01-01T00:00:00Z", "ttl_seconds": 10 * 365 * 86400}
-    file_target.open().sibling("lease").write(json.dumps(greedy).encode(), None)
+    file_target.open().sibling("lease").write(json.dumps(greedy), None)
     started = time.monotonic()
     code, err = run("refresh", "--store", file_target.url, "--codex-home", str(tmp_path / "h"), *LOCK,
                     env=environ(file_target, server))

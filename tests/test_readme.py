@@ -86,7 +86,7 @@ def test_the_self_hosted_recipe(tmp_path: Path, server: TokenServer) -> None:
 @pytest.mark.parametrize("kind", ["file", "vault"])
 def test_the_store_recipe(tmp_path: Path, server: TokenServer, request: pytest.FixtureRequest, kind: str) -> None:
     target: StoreTarget = request.getfixturevalue(f"{kind}_target")
-    target.open().write(json.dumps(login(expires_in=-60)).encode(), None)  # the first upload, from the trusted machine
+    target.open().write(json.dumps(login(expires_in=-60)), None)  # the first upload, from the trusted machine
     env = base_env(server, target)
     substitute = {"vault://secret/codex/auth": target.url, "${{ runner.temp }}": str(tmp_path / "runner-temp"),
                   "https://vault.example.com:8200": target.env.get("VAULT_ADDR", "")}

@@ -39,10 +39,12 @@ import pytest
 from conftest import ROOT, SCRUBBED, backdate, backdated, login, write_login
 from typer.testing import CliRunner
 
-from codex_ci import local, status, sync
+from codex_ci import distributed, rotate, seed, status, sync
 from codex_ci.cli import app
-from codex_ci.errors import CodexCIError, ConflictError, ExitCode, InvalidAuthError, StoreError
-from codex_ci.refresh import Policy, TokenClient
+from codex_ci.errors import CodexCIError, ConflictError, ExitCode, StoredValueError, StoreError
+from codex_ci.home import Home
+from codex_ci.policy import Policy
+from codex_ci.refresh import TokenClient
 from codex_ci.stores import StoreConflict, Versioned, open_store
 from testing import tokenserver
 from testing.targets import StoreTarget
@@ -351,8 +353,9 @@ def test_seed_rejects_bad_input(run, tmp_path: Path, raw: str | bytes, via: str,
                          ids=[case[0] for case in INVALID_SEEDS])
 def test_seed_core_errors(records, tmp_path: Path, raw: str | bytes, via: str, code: int, fragment: str) -> None:
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
-    exc = expect_error(CodexCIError, lambda: local.seed(
-        tmp_path / "home", data, "CODEX_AUTH_JSON", force=False, if_newer=False, lock_timeout=5), seed_canaries(raw))
+    exc = expect_error(CodexCIError, lambda: seed.seed(
+        Home(tmp_path / "home"), data, "CODEX_AUTH_JSON", force=False, if_newer=False, lock_timeout=5),
+        seed_canaries(raw))
     assert exc.exit_code == code and fragment in str(exc)
     records(seed_canaries(raw))
 
@@ -607,13 +610,13 @@ def test_refresh_core_errors(records, tmp_path: Path, token_server: TokenServer,
     canaries = tokens_of(data) + echo_faults
 
     def call() -> object:
-        return local.refresh_home(home, policy, lock_timeout=5, client=TokenClient(read_timeout=0.2, attempts=1))
+        return rotate.refresh_home(Home(home), policy, lock_timeout=5, client=TokenClient(read_timeout=0.2, attempts=1))
 
     if code == 0:
         with NoSpawn():
             result = call()
         assert result.refreshed
-        assert_clean("RefreshResult", repr(result), canaries + tokens_on_disk(home))
+        assert_clean("Result", repr(result), canaries + tokens_on_disk(home))
     else:
         expect_error(CodexCIError, call, canaries, code)
     records(canaries + tokens_on_disk(home))
@@ -628,8 +631,8 @@ def test_refresh_core_errors_when_the_server_echoes(records, tmp_path: Path, mon
     write_login(home, data)
     with EchoServer(reply) as server:
         monkeypatch.setenv("CODEX_REFRESH_TOKEN_URL_OVERRIDE", server.url)
-        expect_error(CodexCIError, lambda: local.refresh_home(
-            home, Policy(timedelta(hours=1), timedelta(days=8)), lock_timeout=5, client=TokenClient(attempts=1)),
+        expect_error(CodexCIError, lambda: rotate.refresh_home(
+            Home(home), Policy(timedelta(hours=1), timedelta(days=8)), lock_timeout=5, client=TokenClient(attempts=1)),
             tokens_of(data), code)
     records(tokens_of(data))
 
@@ -642,7 +645,7 @@ def test_refresh_retries_log_no_secret(records, caplog: pytest.LogCaptureFixture
     token_server.set_mode("http503", count=1)
     client = TokenClient(attempts=3, backoff=0.01)
     with NoSpawn():
-        result = local.refresh_home(home, Policy(timedelta(hours=1), timedelta(days=8)), lock_timeout=5,
+        result = rotate.refresh_home(Home(home), Policy(timedelta(hours=1), timedelta(days=8)), lock_timeout=5,
                                     client=client)
     assert result.refreshed and token_server.posts == 2
     assert any("retrying" in record.getMessage() for record in caplog.records)
@@ -687,15 +690,15 @@ def test_status_core_is_plain_data(records, tmp_path: Path) -> None:
     for data in (login(refresh_token="CANARY-rt-x"), _truncated_after(_GOOD, "CANARY-rt-trunc").encode()):
         write_login(home, data)
         with NoSpawn():
-            report = status.read_status(home, min_ttl=timedelta(hours=1), lock_timeout=5)
+            report = status.read_status(Home(home), min_ttl=timedelta(hours=1), lock_timeout=5)
         canaries = tokens_of(data) if isinstance(data, dict) else seed_canaries(data)
         assert_clean("status", repr(report) + json.dumps(report.as_dict()) + status.render(report), canaries)
     records([*tokens_of(login(refresh_token="CANARY-rt-x"))])
 
 
 # == stores ======================================================================================================
-def put(target: StoreTarget, data: dict[str, Any] | bytes, expected: str | None = None) -> str:
-    value = data if isinstance(data, bytes) else json.dumps(data, indent=2).encode()
+def put(target: StoreTarget, data: dict[str, Any] | str, expected: str | None = None) -> str:
+    value = data if isinstance(data, str) else json.dumps(data, indent=2)
     return target.open().write(value, expected)
 
 
@@ -724,18 +727,34 @@ def store_cmd(target: StoreTarget, home: Path, command: str, *extra: str) -> lis
 class RacingStore:
     """Before each of our writes, another runner writes an older login: every compare-and-set loses."""
 
-    def __init__(self, inner: Any, rival: Callable[[int], bytes]) -> None:
+    def __init__(self, inner: Any, rival: Callable[[int], str]) -> None:
         self.inner, self.rival, self.rivals = inner, rival, 0
 
     @property
     def url(self) -> str:
         return str(self.inner.url)
 
+    @property
+    def key(self) -> str:
+        return str(self.inner.key)
+
+    @property
+    def compare_and_set(self) -> bool:
+        return bool(self.inner.compare_and_set)
+
+    @property
+    def missing_hint(self) -> str | None:
+        hint: str | None = self.inner.missing_hint
+        return hint
+
+    def check_writable(self) -> None:
+        self.inner.check_writable()
+
     def read(self) -> Versioned | None:
         result: Versioned | None = self.inner.read()
         return result
 
-    def write(self, value: bytes, expected: str | None) -> str:
+    def write(self, value: str, expected: str | None) -> str:
         current = self.inner.read()
         self.rivals += 1
         self.inner.write(self.rival(self.rivals), current.version if current else None)
@@ -755,11 +774,27 @@ class BrokenWrites:
     def url(self) -> str:
         return str(self.inner.url)
 
+    @property
+    def key(self) -> str:
+        return str(self.inner.key)
+
+    @property
+    def compare_and_set(self) -> bool:
+        return bool(self.inner.compare_and_set)
+
+    @property
+    def missing_hint(self) -> str | None:
+        hint: str | None = self.inner.missing_hint
+        return hint
+
+    def check_writable(self) -> None:
+        self.inner.check_writable()
+
     def read(self) -> Versioned | None:
         result: Versioned | None = self.inner.read()
         return result
 
-    def write(self, value: bytes, expected: str | None) -> str:
+    def write(self, value: str, expected: str | None) -> str:
         return str(self.broken.write(value, expected))
 
     def sibling(self, suffix: str) -> Any:
@@ -851,7 +886,7 @@ def test_store_foreign_and_invalid_payloads(run, tmp_path: Path, store_target: S
 
     other = dataclasses.replace(store_target, url=store_target.url + "-broken")
     broken = _truncated_after(stale("CANARY-rt-stored-trunc"), "CANARY-rt-stored-trunc")
-    put(other, broken.encode())
+    put(other, broken)
     seen += seed_canaries(broken)
     for command in ("restore", "refresh"):
         run(*store_cmd(other, home, command), env=env, expect=3, canaries=seen)
@@ -871,8 +906,8 @@ def test_store_compare_and_set_conflicts(run, tmp_path: Path, store_target: Stor
     mine = login(refresh_token="CANARY-rt-mine", last_refresh="2026-01-03T00:00:00Z")
     write_login(home, mine)
 
-    def rival(n: int) -> bytes:
-        return json.dumps(login(refresh_token=f"CANARY-rt-rival-{n}", last_refresh="2026-01-02T00:00:00Z")).encode()
+    def rival(n: int) -> str:
+        return json.dumps(login(refresh_token=f"CANARY-rt-rival-{n}", last_refresh="2026-01-02T00:00:00Z"))
 
     seen = tokens_of(base) + tokens_of(mine) + credentials(env)
     serve(monkeypatch, store_target, lambda store: RacingStore(store, rival))
@@ -1013,9 +1048,9 @@ def test_store_core_errors_when_the_server_echoes(records, tmp_path: Path, store
     write_login(home, data)
     seen = tokens_of(data) + credentials(env)
     store = open_store(store_target.url, {**os.environ, **env})
-    expect_error(StoreError, lambda: sync.persist(home, store, lock_timeout=5), seen, ExitCode.STORE)
+    expect_error(StoreError, lambda: sync.persist(Home(home), store, lock_timeout=5), seen, ExitCode.STORE)
     flags["fail_reads"] = True
-    expect_error(StoreError, lambda: sync.restore(tmp_path / "new", store, lock_timeout=5), seen, ExitCode.STORE)
+    expect_error(StoreError, lambda: sync.restore(Home(tmp_path / "new"), store, lock_timeout=5), seen, ExitCode.STORE)
     records(seen)
 
 
@@ -1029,43 +1064,43 @@ def test_store_core_errors(records, tmp_path: Path, store_target: StoreTarget, t
     policy = Policy(timedelta(hours=1), timedelta(days=8))
 
     def refresh(store: Any) -> object:
-        return sync.distributed_refresh(home, store, policy, lease_ttl=timedelta(minutes=2), lease_wait=5,
+        return distributed.distributed_refresh(Home(home), store, policy, lease_ttl=timedelta(minutes=2), lease_wait=5,
                                         client=TokenClient(attempts=1), **lock)
 
     broken = [store_target.unreachable_env, store_target.denied_env] if store_target.kind != "file" else []
     for env in broken:
         assert env is not None
         store = store_target.open(env)
-        for call in (lambda s=store: sync.restore(tmp_path / "new", s, **lock),
-                     lambda s=store: sync.persist(home, s, **lock), lambda s=store: refresh(s),
-                     lambda s=store: sync.store_view(s, home)):
+        for call in (lambda s=store: sync.restore(Home(tmp_path / "new"), s, **lock),
+                     lambda s=store: sync.persist(Home(home), s, **lock), lambda s=store: refresh(s),
+                     lambda s=store: status.store_view(s, Home(home))):
             expect_error(StoreError, call, seen + credentials(env), ExitCode.STORE)
 
     seen += put_foreign_with_secret(store_target)
     store = store_target.open()
-    for call in (lambda: sync.restore(home, store, **lock), lambda: refresh(store),
-                 lambda: sync.store_view(store, home)):
-        expect_error(InvalidAuthError, call, seen, ExitCode.INVALID)
+    for call in (lambda: sync.restore(Home(home), store, **lock), lambda: refresh(store),
+                 lambda: status.store_view(store, Home(home))):
+        expect_error(StoredValueError, call, seen, ExitCode.INVALID)
 
     other = store_target.open().sibling("other")
     first_version = other.write(
-        json.dumps(login(refresh_token="CANARY-rt-o", last_refresh="2026-01-01T00:00:00Z")).encode(), None)
-    sync.restore(home, other, **lock)
+        json.dumps(login(refresh_token="CANARY-rt-o", last_refresh="2026-01-01T00:00:00Z")), None)
+    sync.restore(Home(home), other, **lock)
     (home / "codex-ci-state.json").unlink()  # a new login with no base: ordered by time, retried on conflicts
     mine = login(refresh_token="CANARY-rt-mine", last_refresh="2026-01-05T00:00:00Z")
     write_login(home, mine)
     seen += tokens_of(mine)
 
-    def rival(n: int) -> bytes:
+    def rival(n: int) -> str:
         value = login(refresh_token=f"CANARY-rt-rival-{n}", last_refresh="2026-01-02T00:00:00Z")
         seen.extend(tokens_of(value))
-        return json.dumps(value).encode()
+        return json.dumps(value)
 
     racing = RacingStore(other, rival)
-    exc = expect_error(ConflictError, lambda: sync.persist(home, racing, **lock), seen, ExitCode.CONFLICT)
+    exc = expect_error(ConflictError, lambda: sync.persist(Home(home), racing, **lock), seen, ExitCode.CONFLICT)
     assert racing.rivals == sync.PERSIST_ATTEMPTS and not isinstance(exc, StoreConflict)
     with pytest.raises(StoreConflict) as caught:
-        other.write(b'{"x": 1}', first_version)
+        other.write('{"x": 1}', first_version)
     assert_error_clean(caught.value, seen)
     records(seen + tokens_on_disk(home))
 

@@ -17,7 +17,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from codex_ci.errors import ConfigError, ExitCode, InvalidAuthError, StoreError
+from codex_ci.errors import ConfigError, ExitCode, StoredValueError, StoreError
 from codex_ci.stores import StoreConflict
 from codex_ci.stores.aws import AwsStore, open_store
 from testing.servers import free_port
@@ -26,7 +26,7 @@ from testing.targets.aws import MotoServer
 
 V1, V2 = "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"
 V3 = "33333333-3333-4333-8333-333333333333"
-SECRET = b'{"tokens": {"refresh_token": "CANARY-rt-aws"}}'
+SECRET = '{"tokens": {"refresh_token": "CANARY-rt-aws"}}'
 
 
 def stages(client: Any, secret: str) -> dict[str, list[str]]:
@@ -53,7 +53,7 @@ def test_create_if_absent(aws_target: StoreTarget) -> None:
     store = open_env(aws_target)
     version = store.write(SECRET, None)
     with pytest.raises(StoreConflict) as caught:
-        store.write(b"other", None)
+        store.write("other", None)
     assert caught.value.exit_code == ExitCode.CONFLICT
     got = store.read()
     assert got is not None and got.value == SECRET and got.version == version
@@ -61,13 +61,13 @@ def test_create_if_absent(aws_target: StoreTarget) -> None:
 
 def test_cas_success_and_conflict(aws_target: StoreTarget) -> None:
     store, client = open_env(aws_target), client_of(aws_target)
-    v1 = store.write(b"one", None)
-    v2 = store.write(b"two", v1)
+    v1 = store.write("one", None)
+    v2 = store.write("two", v1)
     assert v2 != v1
     with pytest.raises(StoreConflict):
-        store.write(b"three", v1)
+        store.write("three", v1)
     got = store.read()
-    assert got is not None and (got.value, got.version) == (b"two", v2)
+    assert got is not None and (got.value, got.version) == ("two", v2)
     # the losing version was stripped of AWSPENDING, so AWS may delete it and rotation is not blocked
     labelled = {v: s for v, s in stages(client, name_of(aws_target)).items() if s}
     assert labelled[v2] and "AWSCURRENT" in labelled[v2] and labelled[v1] == ["AWSPREVIOUS"]
@@ -75,14 +75,14 @@ def test_cas_success_and_conflict(aws_target: StoreTarget) -> None:
 
 
 def test_two_writers_race_on_one_version_exactly_one_wins(aws_target: StoreTarget) -> None:
-    base = open_env(aws_target).write(b"base", None)
+    base = open_env(aws_target).write("base", None)
     barrier, results = threading.Barrier(2), dict[int, str | None]()
 
     def attempt(i: int) -> None:
         store = open_env(aws_target)
         barrier.wait()
         try:
-            results[i] = store.write(f"writer-{i}".encode(), base)
+            results[i] = store.write(f"writer-{i}", base)
         except StoreConflict:
             results[i] = None
 
@@ -94,7 +94,7 @@ def test_two_writers_race_on_one_version_exactly_one_wins(aws_target: StoreTarge
     winners = [i for i, version in results.items() if version]
     assert len(winners) == 1, results
     got = open_env(aws_target).read()
-    assert got is not None and got.value == f"writer-{winners[0]}".encode() and got.version == results[winners[0]]
+    assert got is not None and got.value == f"writer-{winners[0]}" and got.version == results[winners[0]]
     pending = [v for v, s in stages(client_of(aws_target), name_of(aws_target)).items()
                if "AWSPENDING" in s and v != got.version]
     assert pending == []
@@ -102,29 +102,29 @@ def test_two_writers_race_on_one_version_exactly_one_wins(aws_target: StoreTarge
 
 def test_read_follows_a_stage_move_by_another_writer(aws_target: StoreTarget) -> None:
     store, client, name = open_env(aws_target), client_of(aws_target), name_of(aws_target)
-    v1 = store.write(b"old", None)
+    v1 = store.write("old", None)
     v2 = client.put_secret_value(SecretId=name, SecretString="new", VersionStages=["AWSPENDING"])["VersionId"]
     client.update_secret_version_stage(SecretId=name, VersionStage="AWSCURRENT", MoveToVersionId=v2,
                                        RemoveFromVersionId=v1)
     got = store.read()
-    assert got is not None and (got.value, got.version) == (b"new", v2)
+    assert got is not None and (got.value, got.version) == ("new", v2)
     with pytest.raises(StoreConflict):
-        store.write(b"stale", v1)
+        store.write("stale", v1)
 
 
 def test_arn_round_trip(aws_target: StoreTarget) -> None:
     by_name = open_env(aws_target)
-    v1 = by_name.write(b"one", None)
+    v1 = by_name.write("one", None)
     arn = client_of(aws_target).describe_secret(SecretId=name_of(aws_target))["ARN"]
     by_arn = open_env(aws_target, f"aws://{arn}")
     assert by_arn.url == f"aws://{arn}"
     got = by_arn.read()
-    assert got is not None and (got.value, got.version) == (b"one", v1)
-    v2 = by_arn.write(b"two", v1)
+    assert got is not None and (got.value, got.version) == ("one", v1)
+    v2 = by_arn.write("two", v1)
     with pytest.raises(StoreConflict):
-        by_arn.write(b"again", None)
+        by_arn.write("again", None)
     got = by_name.read()
-    assert got is not None and (got.value, got.version) == (b"two", v2)
+    assert got is not None and (got.value, got.version) == ("two", v2)
 
 
 def test_missing_arn_cannot_be_created(aws_target: StoreTarget) -> None:
@@ -132,7 +132,7 @@ def test_missing_arn_cannot_be_created(aws_target: StoreTarget) -> None:
     store = open_env(aws_target, f"aws://{arn}")
     assert store.read() is None
     with pytest.raises(StoreError) as caught:
-        store.write(b"one", None)
+        store.write("one", None)
     assert not isinstance(caught.value, StoreConflict) and "created by ARN" in str(caught.value)
 
 
@@ -142,19 +142,21 @@ def test_precreated_empty_secret_takes_its_first_value(aws_target: StoreTarget, 
     arn = client.create_secret(Name=name)["ARN"]  # e.g. made by Terraform, without a value
     store = open_env(aws_target, f"aws://{arn}" if by_arn else None)
     assert store.read() is None
-    version = store.write(b"first", None)
+    version = store.write("first", None)
     got = store.read()
-    assert got is not None and (got.value, got.version) == (b"first", version)
+    assert got is not None and (got.value, got.version) == ("first", version)
     with pytest.raises(StoreConflict):
-        store.write(b"second", None)
+        store.write("second", None)
     assert [v for v, s in stages(client, name).items() if s] == [version]
 
 
 def test_sibling_naming() -> None:
     client = object()
-    assert AwsStore("codex/login", client).sibling("lease").url == "aws://codex/login-lease"
+    assert AwsStore("codex/login", client, "us-east-1").sibling("lease").url == "aws://codex/login-lease"
     arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:codex/login-Ab12Cd"
-    assert AwsStore(arn, client).sibling("lease").url == "aws://codex/login-lease"
+    # by partial ARN: the lease of a secret shared from another account lives in that account, next to it
+    assert AwsStore(arn, client, "eu-west-1").sibling("lease").url == \
+        "aws://arn:aws:secretsmanager:eu-west-1:123456789012:secret:codex/login-lease"
 
 
 def test_region_from_arn_and_sibling_stays_there(aws_target: StoreTarget) -> None:
@@ -165,8 +167,8 @@ def test_region_from_arn_and_sibling_stays_there(aws_target: StoreTarget) -> Non
     store = open_env(aws_target, f"aws://{arn}")  # the env says AWS_REGION=us-east-1
     assert store._client.meta.region_name == "eu-west-1"
     got = store.read()
-    assert got is not None and got.value == b"in-ireland"
-    store.sibling("lease").write(b"lease", None)
+    assert got is not None and got.value == "in-ireland"
+    store.sibling("lease").write("lease", None)
     assert eu.describe_secret(SecretId=f"{name}-lease")["Name"] == f"{name}-lease"
     assert open_env(aws_target, f"aws://{name}-lease").read() is None  # not in us-east-1
     assert open_env(aws_target, f"aws://{arn}", CODEX_CI_AWS_REGION="ap-south-1")._client.meta.region_name == \
@@ -175,9 +177,9 @@ def test_region_from_arn_and_sibling_stays_there(aws_target: StoreTarget) -> Non
 
 def test_scheduled_for_deletion(aws_target: StoreTarget) -> None:
     store = open_env(aws_target)
-    store.write(b"one", None)
+    store.write("one", None)
     client_of(aws_target).delete_secret(SecretId=name_of(aws_target), RecoveryWindowInDays=7)
-    for action in (store.read, lambda: store.write(b"two", None)):
+    for action in (store.read, lambda: store.write("two", None)):
         with pytest.raises(StoreError) as caught:
             action()
         assert "scheduled for deletion" in str(caught.value) and caught.value.hint
@@ -185,7 +187,7 @@ def test_scheduled_for_deletion(aws_target: StoreTarget) -> None:
 
 def test_foreign_binary_secret(aws_target: StoreTarget) -> None:
     aws_target.put_foreign()
-    with pytest.raises(InvalidAuthError) as caught:
+    with pytest.raises(StoredValueError) as caught:
         open_env(aws_target).read()
     assert aws_target.url in str(caught.value)
 
@@ -253,7 +255,7 @@ def stubbed() -> Iterator[tuple[AwsStore, Stubber]]:
     client = boto3.client("secretsmanager", region_name="us-east-1", aws_access_key_id="x",
                           aws_secret_access_key="x")
     with Stubber(client) as stub:
-        yield AwsStore("codex/login", client), stub
+        yield AwsStore("codex/login", client, "us-east-1"), stub
         stub.assert_no_pending_responses()
 
 
@@ -281,8 +283,8 @@ def test_errors_are_translated_without_sdk_text(stubbed: tuple[AwsStore, Stubber
 
 def test_no_secret_in_messages_or_reprs(stubbed: tuple[AwsStore, Stubber]) -> None:
     store, stub = stubbed
-    stub.add_response("get_secret_value", {"SecretString": SECRET.decode(), "VersionId": V1})
-    stub.add_client_error("put_secret_value", "ValidationException", SECRET.decode())
+    stub.add_response("get_secret_value", {"SecretString": SECRET, "VersionId": V1})
+    stub.add_client_error("put_secret_value", "ValidationException", SECRET)
     got = store.read()
     assert got is not None
     with pytest.raises(StoreError) as caught:
@@ -296,7 +298,7 @@ def test_stage_move_retried_after_success_is_a_success(stubbed: tuple[AwsStore, 
     stub.add_response("put_secret_value", {"VersionId": V2, "VersionStages": ["AWSPENDING"]})
     stub.add_client_error("update_secret_version_stage", "InvalidParameterException", "stage not on version")
     stub.add_response("get_secret_value", {"SecretString": "x", "VersionId": V2})
-    assert store.write(b"x", V1) == V2
+    assert store.write("x", V1) == V2
 
 
 def test_stage_move_conflict_drops_the_orphan(stubbed: tuple[AwsStore, Stubber]) -> None:
@@ -307,27 +309,30 @@ def test_stage_move_conflict_drops_the_orphan(stubbed: tuple[AwsStore, Stubber])
     stub.add_response("update_secret_version_stage", {}, {"SecretId": "codex/login", "VersionStage": "AWSPENDING",
                                                           "RemoveFromVersionId": V2})
     with pytest.raises(StoreConflict):
-        store.write(b"x", V1)
+        store.write("x", V1)
 
 
 def test_secret_vanishing_during_cas_is_a_conflict(stubbed: tuple[AwsStore, Stubber]) -> None:
     store, stub = stubbed
     stub.add_client_error("put_secret_value", "ResourceNotFoundException", "gone")
     with pytest.raises(StoreConflict):
-        store.write(b"x", V1)
+        store.write("x", V1)
 
 
 def test_deleted_name_on_create_is_reported(stubbed: tuple[AwsStore, Stubber]) -> None:
     store, stub = stubbed  # real AWS: CreateSecret on a name scheduled for deletion is InvalidRequestException
     stub.add_client_error("create_secret", "InvalidRequestException", "scheduled for deletion")
     with pytest.raises(StoreError) as caught:
-        store.write(b"x", None)
+        store.write("x", None)
     assert "scheduled for deletion" in str(caught.value)
 
 
-def test_non_utf8_value_is_refused() -> None:
-    with pytest.raises(StoreError):
-        AwsStore("codex/login", object()).write(b"\xff\xfe", None)
+def test_non_utf8_binary_secret_is_refused(stubbed: tuple[AwsStore, Stubber]) -> None:
+    store, stub = stubbed  # a value codex-ci never writes (it writes SecretString text): not read as a login
+    stub.add_response("get_secret_value", {"SecretBinary": b"\xff\xfe", "VersionId": V1})
+    with pytest.raises(StoredValueError) as caught:
+        store.read()
+    assert caught.value.exit_code == ExitCode.INVALID and "aws://codex/login" in str(caught.value)
 
 
 def test_token_is_fresh_per_write(stubbed: tuple[AwsStore, Stubber]) -> None:
@@ -338,6 +343,6 @@ def test_token_is_fresh_per_write(stubbed: tuple[AwsStore, Stubber]) -> None:
         stub.add_response("update_secret_version_stage", {})
     store._client.meta.events.register("provide-client-params.secrets-manager.PutSecretValue",
                                        lambda params, **_: tokens.append(params["ClientRequestToken"]))
-    store.write(b"a", V1)
-    store.write(b"b", V2)
+    store.write("a", V1)
+    store.write("b", V2)
     assert len(set(tokens)) == 2 and all(uuid.UUID(t) for t in tokens)

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 from conftest import login
 
-from codex_ci.errors import ConfigError, ExitCode, InvalidAuthError, StoreError
+from codex_ci.errors import ConfigError, ExitCode, StoredValueError, StoreError
 from codex_ci.stores import StoreConflict
 from testing.fake_github import BODY_MARKER, FakeGitHub
 from testing.targets import StoreTarget
 
 
-def payload(refresh_token: str = "CANARY-rt-0") -> bytes:
-    return json.dumps(login(refresh_token=refresh_token), indent=2).encode()
+def payload(refresh_token: str = "CANARY-rt-0") -> str:
+    return json.dumps(login(refresh_token=refresh_token), indent=2)
 
 
 def test_missing_secret_reads_as_none(store_target: StoreTarget) -> None:
@@ -42,7 +42,7 @@ def test_create_if_absent_only_once(store_target: StoreTarget) -> None:
     with pytest.raises(StoreConflict):
         store.write(payload("CANARY-rt-b"), None)
     got = store.read()
-    assert got is not None and b"CANARY-rt-a" in got.value
+    assert got is not None and "CANARY-rt-a" in got.value
 
 
 def test_compare_and_set(store_target: StoreTarget) -> None:
@@ -55,7 +55,7 @@ def test_compare_and_set(store_target: StoreTarget) -> None:
     assert caught.value.exit_code == ExitCode.CONFLICT
     assert "CANARY" not in str(caught.value)
     got = store.read()
-    assert got is not None and b"CANARY-rt-2" in got.value and got.version == v2
+    assert got is not None and "CANARY-rt-2" in got.value and got.version == v2
 
 
 def test_concurrent_writers_on_one_version_one_wins(store_target: StoreTarget) -> None:
@@ -73,13 +73,13 @@ def test_concurrent_writers_on_one_version_one_wins(store_target: StoreTarget) -
     winners = [r for r in results if r != "lost"]
     assert len(winners) == 1, results
     got = store_target.open().read()
-    assert got is not None and f"CANARY-rt-w{winners[0][3:]}".encode() in got.value
+    assert got is not None and f"CANARY-rt-w{winners[0][3:]}" in got.value
 
 
 def test_large_and_unicode_values(store_target: StoreTarget) -> None:
     data = login()
     data["note"] = "ünïcødé ✓ 雪 " + "x" * 40_000
-    value = json.dumps(data, ensure_ascii=False).encode()
+    value = json.dumps(data, ensure_ascii=False)
     store = store_target.open()
     store.write(value, None)
     got = store.read()
@@ -90,16 +90,16 @@ def test_sibling_is_independent(store_target: StoreTarget) -> None:
     store = store_target.open()
     lease = store.sibling("lease")
     assert lease.url != store.url
-    lease.write(b'{"holder": null}', None)
+    lease.write('{"holder": null}', None)
     assert store.read() is None
     store.write(payload(), None)
     got = lease.read()
-    assert got is not None and got.value == b'{"holder": null}'
+    assert got is not None and got.value == '{"holder": null}'
 
 
 def test_foreign_payload_is_invalid(store_target: StoreTarget) -> None:
     store_target.put_foreign()
-    with pytest.raises(InvalidAuthError) as caught:
+    with pytest.raises(StoredValueError) as caught:
         store_target.open().read()
     assert caught.value.exit_code == ExitCode.INVALID
 
@@ -139,14 +139,14 @@ def server_of(target: StoreTarget) -> FakeGitHub:
     return server
 
 
-def in_env(target: StoreTarget, value: bytes) -> dict[str, str]:
+def in_env(target: StoreTarget, value: str) -> dict[str, str]:
     """The target's environment plus the secret as the workflow passes it (``NAME: ${{ secrets.NAME }}``)."""
-    return target.env | {str(target.extra["name"]): value.decode()}
+    return target.env | {str(target.extra["name"]): value}
 
 
 def test_github_missing_secret_reads_as_none(github_target: StoreTarget) -> None:
     assert github_target.open().read() is None
-    assert github_target.open(in_env(github_target, b"  \n")).read() is None  # an empty variable: no secret
+    assert github_target.open(in_env(github_target, "  \n")).read() is None  # an empty variable: no secret
     assert server_of(github_target).requests == []  # a read never calls the API
 
 
@@ -154,7 +154,7 @@ def test_github_round_trip_through_the_environment(github_target: StoreTarget) -
     store, server = github_target.open(), server_of(github_target)
     value = payload()
     version = store.write(value, None)
-    assert server.value(str(github_target.extra["scope"]), str(github_target.extra["name"])) == value
+    assert server.value(str(github_target.extra["scope"]), str(github_target.extra["name"])) == value.encode()
     got = github_target.open(in_env(github_target, value)).read()
     assert got is not None
     assert got.value == value and got.version == version and version.startswith("sha256:")
@@ -168,30 +168,33 @@ def test_github_has_no_compare_and_set_and_the_last_writer_wins(github_target: S
     store.write(payload("CANARY-rt-2"), None)  # "only if absent" cannot be honoured: it writes
     store.write(payload("CANARY-rt-3"), v1)  # a stale version neither
     assert [s for (m, _), s in zip(server.requests, server.statuses, strict=True) if m == "PUT"] == [201, 204, 204]
-    assert server.value(str(github_target.extra["scope"]), str(github_target.extra["name"])) == payload("CANARY-rt-3")
+    scope, name = str(github_target.extra["scope"]), str(github_target.extra["name"])
+    assert server.value(scope, name) == payload("CANARY-rt-3").encode()
 
 
 def test_github_large_and_unicode_values(github_target: StoreTarget) -> None:
     data = login()
     data["note"] = "ünïcødé ✓ 雪 " + "x" * 40_000
-    value = json.dumps(data, ensure_ascii=False).encode()
+    value = json.dumps(data, ensure_ascii=False)
     github_target.open().write(value, None)
-    assert server_of(github_target).value(str(github_target.extra["scope"]), str(github_target.extra["name"])) == value
+    assert server_of(github_target).value(str(github_target.extra["scope"]),
+                                          str(github_target.extra["name"])) == value.encode()
     got = github_target.open(in_env(github_target, value)).read()
     assert got is not None and got.value == value
 
 
 def test_github_refuses_the_lease_and_the_distributed_refresh(github_target: StoreTarget, home: Path) -> None:
-    from codex_ci.refresh import Policy
-    from codex_ci.sync import distributed_refresh
+    from codex_ci.distributed import distributed_refresh
+    from codex_ci.home import Home
+    from codex_ci.policy import Policy
 
     store = github_target.open(in_env(github_target, payload()))
     with pytest.raises(ConfigError) as caught:
         store.sibling("lease")
     assert caught.value.exit_code == ExitCode.USAGE and "compare-and-set" in str(caught.value)
     with pytest.raises(ConfigError) as caught:
-        distributed_refresh(home, store, Policy(timedelta(hours=1), timedelta(days=8), force=True), lock_timeout=5,
-                            lease_ttl=timedelta(minutes=2), lease_wait=5)
+        distributed_refresh(Home(home), store, Policy(timedelta(hours=1), timedelta(days=8), force=True),
+                            lock_timeout=5, lease_ttl=timedelta(minutes=2), lease_wait=5)
     assert caught.value.exit_code == ExitCode.USAGE and caught.value.hint and "keepalive" in caught.value.hint
     assert server_of(github_target).requests == [] and not home.exists()  # nothing read, sent or written
 

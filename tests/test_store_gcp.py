@@ -18,14 +18,14 @@ from typing import Any
 import grpc
 import pytest
 
-from codex_ci.errors import CodexCIError, ConfigError, ExitCode, InvalidAuthError, StoreError
+from codex_ci.errors import CodexCIError, ConfigError, ExitCode, StoredValueError, StoreError
 from codex_ci.stores import StoreConflict, open_store
 from codex_ci.stores import gcp as gcp_store
 from testing.fake_secretmanager import DESTROYED, DISABLED, FakeSecretManager
 from testing.targets import StoreTarget
 
 ROOT = Path(__file__).resolve().parent.parent
-VALUE = b'{"tokens": {"refresh_token": "CANARY-gcp-rt"}}'
+VALUE = '{"tokens": {"refresh_token": "CANARY-gcp-rt"}}'
 
 
 def fake_of(target: StoreTarget) -> FakeSecretManager:
@@ -49,25 +49,25 @@ def test_create_if_absent_makes_the_secret_and_the_alias(gcp_target: StoreTarget
     version = store.write(VALUE, None)
     secret = fake.get(name)
     assert secret is not None and secret.aliases == {gcp_store.ALIAS: int(version)}
-    assert secret.versions[int(version)].data == VALUE
+    assert secret.versions[int(version)].data == VALUE.encode()
     got = store.read()
     assert got is not None and (got.value, got.version) == (VALUE, version)
     versions = len(secret.versions)
     with pytest.raises(StoreConflict):
-        store.write(b"other", None)
+        store.write("other", None)
     assert len(secret.versions) == versions  # refused before adding a version
 
 
 def test_stale_expected_version_is_a_conflict(gcp_target: StoreTarget) -> None:
     store = gcp_target.open()
-    v1 = store.write(b"one", None)
-    store.write(b"two", v1)
+    v1 = store.write("one", None)
+    store.write("two", v1)
     for expected in (v1, "garbage", "99"):
         with pytest.raises(StoreConflict) as caught:
-            store.write(b"three", expected)
+            store.write("three", expected)
         assert caught.value.exit_code == ExitCode.CONFLICT
     got = store.read()
-    assert got is not None and got.value == b"two"
+    assert got is not None and got.value == "two"
 
 
 @pytest.mark.parametrize("code", ["FAILED_PRECONDITION", "ABORTED"])
@@ -76,7 +76,7 @@ def test_two_writers_past_the_alias_check_one_wins(gcp_target: StoreTarget, code
     """Both writers read the same etag and add a version; the etag lets exactly one move the alias."""
     fake, name = fake_of(gcp_target), name_of(gcp_target)
     fake.etag_mismatch_code = getattr(grpc.StatusCode, code)
-    base = gcp_target.open().write(b"base", None) if existing else None
+    base = gcp_target.open().write("base", None) if existing else None
     barrier = threading.Barrier(2, timeout=10)
 
     def meet(request: Any) -> None:
@@ -88,7 +88,7 @@ def test_two_writers_past_the_alias_check_one_wins(gcp_target: StoreTarget, code
 
     def attempt(i: int) -> str | None:
         try:
-            return gcp_target.open().write(f"value-{i}".encode(), base)
+            return gcp_target.open().write(f"value-{i}", base)
         except StoreConflict:
             return None
 
@@ -102,14 +102,14 @@ def test_two_writers_past_the_alias_check_one_wins(gcp_target: StoreTarget, code
     loser = [v for v in secret.versions.values() if str(v.number) not in (won[0], base)]
     assert len(loser) == 1 and loser[0].state == DESTROYED and loser[0].data == b""  # the orphan is destroyed
     got = gcp_target.open().read()
-    assert got is not None and got.version == won[0] and got.value == f"value-{results.index(won[0])}".encode()
+    assert got is not None and got.version == won[0] and got.value == f"value-{results.index(won[0])}"
 
 
 @pytest.mark.parametrize("disturbance", ["label-change", "add-renews-etag"])
 def test_an_etag_change_elsewhere_does_not_fail_the_write(gcp_target: StoreTarget, disturbance: str) -> None:
     fake, name = fake_of(gcp_target), name_of(gcp_target)
     store = gcp_target.open()
-    v1 = store.write(b"one", None)
+    v1 = store.write("one", None)
     touched: list[bool] = []
     if disturbance == "label-change":
         def touch_once(request: Any) -> None:
@@ -119,9 +119,9 @@ def test_an_etag_change_elsewhere_does_not_fail_the_write(gcp_target: StoreTarge
         fake.hooks["UpdateSecret"] = touch_once
     else:
         fake.add_changes_etag = True
-    v2 = store.write(b"two", v1)
+    v2 = store.write("two", v1)
     got = store.read()
-    assert got is not None and (got.value, got.version) == (b"two", v2)
+    assert got is not None and (got.value, got.version) == ("two", v2)
     secret = fake.get(name)
     assert secret is not None
     if touched:
@@ -131,10 +131,10 @@ def test_an_etag_change_elsewhere_does_not_fail_the_write(gcp_target: StoreTarge
 def test_an_etag_that_keeps_changing_ends_in_a_conflict(gcp_target: StoreTarget) -> None:
     fake, name = fake_of(gcp_target), name_of(gcp_target)
     store = gcp_target.open()
-    v1 = store.write(b"one", None)
+    v1 = store.write("one", None)
     fake.hooks["UpdateSecret"] = lambda request: fake.touch(name)
     with pytest.raises(StoreConflict, match="kept changing"):
-        store.write(b"two", v1)
+        store.write("two", v1)
     secret = fake.get(name)
     assert secret is not None and secret.aliases[gcp_store.ALIAS] == int(v1)
     assert secret.versions[max(secret.versions)].state == DESTROYED
@@ -145,8 +145,8 @@ def test_other_aliases_are_kept_and_a_secret_without_ours_reads_as_none(gcp_targ
     prod = fake.put(name, b"someone else's", alias="prod")
     store = gcp_target.open()
     assert store.read() is None  # the secret exists, but holds no codex-ci value
-    v1 = store.write(b"one", None)
-    v2 = store.write(b"two", v1)
+    v1 = store.write("one", None)
+    v2 = store.write("two", v1)
     secret = fake.get(name)
     assert secret is not None and secret.aliases == {"prod": prod, gcp_store.ALIAS: int(v2)}
 
@@ -154,11 +154,11 @@ def test_other_aliases_are_kept_and_a_secret_without_ours_reads_as_none(gcp_targ
 def test_reads_follow_the_alias_not_latest(gcp_target: StoreTarget) -> None:
     fake, name = fake_of(gcp_target), name_of(gcp_target)
     store = gcp_target.open()
-    v1 = store.write(b"ours", None)
+    v1 = store.write("ours", None)
     later = fake.put(name, b"a later version nobody aliased", alias=None)
     assert later > int(v1)
     got = store.read()
-    assert got is not None and (got.value, got.version) == (b"ours", v1)
+    assert got is not None and (got.value, got.version) == ("ours", v1)
     accessed = [resource for method, resource in fake.calls if method == "AccessSecretVersion" and name in resource]
     assert accessed and all(resource == f"{name}/versions/{gcp_store.ALIAS}" for resource in accessed)
 
@@ -184,7 +184,7 @@ def test_an_answer_without_a_version_number_is_a_store_error(
 
     class Client:
         def access_secret_version(self, request: dict[str, Any], **kw: Any) -> Any:
-            return types.AccessSecretVersionResponse(name=request["name"], payload={"data": VALUE})
+            return types.AccessSecretVersionResponse(name=request["name"], payload={"data": VALUE.encode()})
 
     monkeypatch.setattr(gcp_store._Sdk, "client", lambda self: Client())
     with pytest.raises(StoreError, match="without a version number") as caught:
@@ -419,7 +419,7 @@ def test_no_value_in_errors_or_reprs(gcp_target: StoreTarget) -> None:
     del fake.faults[name]
     gcp_target.put_foreign()
     collect(store.read)
-    assert isinstance(errors[-1], InvalidAuthError)
+    assert isinstance(errors[-1], StoredValueError)
     for exc in errors:
         texts += [str(exc), repr(exc), exc.hint or ""]
         assert exc.__cause__ is None and exc.__suppress_context__ in (True, False)

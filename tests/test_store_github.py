@@ -228,12 +228,12 @@ def test_an_organisation_secret_keeps_its_visibility(github_server: FakeGitHub) 
 
     env = {"GITHUB_API_URL": github_server.url, "CODEX_CI_GITHUB_TOKEN": WRITE_TOKEN}
     scope = "orgs/octo/actions"
-    open_store("github://orgs/octo/NEW_ONE", env).write(b"new", None)
+    open_store("github://orgs/octo/NEW_ONE", env).write("new", None)
     assert github_server.secrets[(scope, "NEW_ONE")].visibility == "private"  # a new one: private
     github_server.secrets[(scope, "SHARED")] = Secret(b"old", "selected", [11, 22])
     github_server.secrets[(scope, "EVERYONE")] = Secret(b"old", "all")
-    open_store("github://orgs/octo/SHARED", env).write(b"v2", None)
-    open_store("github://orgs/octo/EVERYONE", env).write(b"v2", None)
+    open_store("github://orgs/octo/SHARED", env).write("v2", None)
+    open_store("github://orgs/octo/EVERYONE", env).write("v2", None)
     shared = github_server.secrets[(scope, "SHARED")]
     assert (shared.plaintext, shared.visibility, shared.selected) == (b"v2", "selected", [11, 22])
     assert github_server.secrets[(scope, "EVERYONE")].visibility == "all"
@@ -250,7 +250,7 @@ def test_missing_pynacl_names_the_extra(github_server: FakeGitHub, monkeypatch: 
     monkeypatch.setitem(sys.modules, "nacl.public", None)
     store = open_store(STORE, {"GITHUB_API_URL": github_server.url, "CODEX_CI_GITHUB_TOKEN": WRITE_TOKEN})
     with pytest.raises(ConfigError) as caught:
-        store.write(b"{}", None)
+        store.write("{}", None)
     assert caught.value.exit_code == ExitCode.USAGE and caught.value.hint == "pip install 'codex-ci[github]'"
     assert puts(github_server) == []
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -16,16 +15,17 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from conftest import login
 
-from codex_ci.errors import ConfigError, ExitCode, InvalidAuthError, StoreError
+from codex_ci.errors import ConfigError, ExitCode, StoredValueError, StoreError
 from codex_ci.stores import StoreConflict, open_store
+from testing.servers import ThreadedHTTPService
 from testing.targets import StoreTarget
 from testing.targets.vault import OpenBao
 
 REQUEST_TOKEN = "CANARY-actions-request-token"
 
 
-def payload(refresh_token: str = "CANARY-rt-0") -> bytes:
-    return json.dumps(login(refresh_token=refresh_token), indent=2).encode()
+def payload(refresh_token: str = "CANARY-rt-0") -> str:
+    return json.dumps(login(refresh_token=refresh_token), indent=2)
 
 
 def bao(target: StoreTarget) -> OpenBao:
@@ -53,7 +53,7 @@ def test_every_login_round_trips(vault_target: StoreTarget, auth: str) -> None:
     store, value = vault_target.open(env), payload()
     assert store.read() is None
     version = store.write(value, None)
-    assert store.sibling("lease").write(b'{"holder": null}', None) == "1"  # siblings share the login
+    assert store.sibling("lease").write('{"holder": null}', None) == "1"  # siblings share the login
     got = store.read()
     assert got is not None and got.value == value and got.version == version
     assert_clean(vault_target, repr(store), repr(got), repr(store.sibling("lease")))
@@ -62,15 +62,15 @@ def test_every_login_round_trips(vault_target: StoreTarget, auth: str) -> None:
 def test_stored_shape_and_sibling_path(vault_target: StoreTarget) -> None:
     store, value = vault_target.open(), payload()
     store.write(value, None)
-    store.sibling("lease").write(b"{}", None)
+    store.sibling("lease").write("{}", None)
     path, kv = vault_target.extra["path"], bao(vault_target).root.secrets.kv.v2
     raw = kv.read_secret_version(path, mount_point="secret", raise_on_deleted_version=True)["data"]
-    assert raw["data"] == {"auth_json": value.decode()} and raw["metadata"]["version"] == 1
+    assert raw["data"] == {"auth_json": value} and raw["metadata"]["version"] == 1
     assert kv.read_secret_version(f"{path}-lease", mount_point="secret", raise_on_deleted_version=True)
     assert store.sibling("lease").url == f"{vault_target.url}-lease"
 
 
-class FakeGitHubOIDC:
+class FakeGitHubOIDC(ThreadedHTTPService):
     """ACTIONS_ID_TOKEN_REQUEST_URL: checks the bearer, answers {"value": <JWT for the requested audience>}."""
 
     def __init__(self, server: OpenBao, status: int = 200) -> None:
@@ -92,13 +92,12 @@ class FakeGitHubOIDC:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}/_apis/token?api-version=2.0"
-        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+        super().__init__(Handler)
+        self.url = f"{self.base_url}/_apis/token?api-version=2.0"
+        self.start()
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.stop()
 
 
 @pytest.fixture
@@ -116,7 +115,7 @@ def github_env(target: StoreTarget, oidc: FakeGitHubOIDC, **extra: str) -> dict[
 def test_jwt_from_github_actions_oidc(vault_target: StoreTarget, github_oidc: FakeGitHubOIDC) -> None:
     store = vault_target.open(github_env(vault_target, github_oidc, CODEX_CI_VAULT_JWT_AUDIENCE="codex-ci"))
     version = store.write(payload(), None)
-    store.sibling("lease").write(b"{}", None)
+    store.sibling("lease").write("{}", None)
     got = store.read()
     assert got is not None and got.version == version
     assert github_oidc.requests == [{"api-version": ["2.0"], "audience": ["codex-ci"]}]  # one login per store
@@ -238,7 +237,7 @@ def test_deleted_current_version_reads_absent_and_can_be_recreated(vault_target:
     with pytest.raises(StoreConflict):
         store.write(payload("CANARY-rt-4"), None)
     got = store.read()
-    assert got is not None and got.version == "3" and b"CANARY-rt-3" in got.value
+    assert got is not None and got.version == "3" and "CANARY-rt-3" in got.value
 
 
 def test_metadata_delete_starts_over(vault_target: StoreTarget) -> None:
@@ -300,7 +299,7 @@ def test_unreadable_jwt_file_is_a_config_error(vault_target: StoreTarget, tmp_pa
 
 def test_foreign_shape_names_the_url(vault_target: StoreTarget) -> None:
     vault_target.put_foreign()
-    with pytest.raises(InvalidAuthError) as caught:
+    with pytest.raises(StoredValueError) as caught:
         vault_target.open().read()
     assert vault_target.url in str(caught.value)
 

@@ -19,7 +19,7 @@ from testing.tokenserver import TokenServer
 
 
 def put(target: StoreTarget, data: dict, expected: str | None = None) -> str:
-    return target.open().write(json.dumps(data, indent=2).encode(), expected)
+    return target.open().write(json.dumps(data, indent=2), expected)
 
 
 def stored(target: StoreTarget) -> dict:
@@ -46,7 +46,7 @@ def test_restore_into_empty_home(cli, home: Path, store_target: StoreTarget, tmp
     assert stat.S_IMODE((home / "auth.json").stat().st_mode) == 0o600
     assert stat.S_IMODE(home.stat().st_mode) == 0o700
     state = json.loads((home / "codex-ci-state.json").read_text())
-    assert state["store"] == store_target.open().url and state["version"] == version
+    assert state["store"] == store_target.open().key and state["version"] == version
     assert stat.S_IMODE((home / "codex-ci-state.json").stat().st_mode) == 0o600
     assert (home / "config.toml").exists()
     assert f"\n{version}\n" in out.read_text() and "\nrestored\n" in out.read_text()
@@ -54,7 +54,7 @@ def test_restore_into_empty_home(cli, home: Path, store_target: StoreTarget, tmp
 
 
 def test_restore_twice_writes_once(cli, home: Path, store_target: StoreTarget, tmp_path: Path) -> None:
-    store_target.open().write(json.dumps(login()).encode(), None)  # compact JSON: not Codex's shape
+    store_target.open().write(json.dumps(login()), None)  # compact JSON: not Codex's shape
     assert cli("restore", "--from", store_target.url, "--codex-home", str(home), env=store_target.env).exit_code == 0
     before = (home / "auth.json").stat().st_mtime_ns, (home / "auth.json").read_bytes()
     out = tmp_path / "out"
