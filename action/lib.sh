@@ -24,8 +24,8 @@ install_codex_ci() ( # install_codex_ci PYTHON VENV EXTRA, in a subshell (its cd
   # codex-ci from this checkout (--no-deps) plus the hash-locked requirements of one store, into a private venv,
   # by uv. Nothing installed comes from a cache, not even uv's: its cache keeps unpacked files and does not hash
   # them again when it reuses them, so each install gets an empty cache of its own (UV_CACHE_DIR is overridden).
-  # A directory of wheels named by UV_FIND_LINKS (and PIP_FIND_LINKS for uv itself) is fine: those archives are
-  # hashed every time. The caller's Python, PATH and working directory are untouched.
+  # A directory of wheels named by UV_FIND_LINKS, or a mirror, is fine: those archives are hashed every time.
+  # The caller's Python, PATH and working directory are untouched.
   local python=$1 venv=$2 lock="$root/action/requirements-$3.txt" tools="${RUNNER_TEMP:?}/codex-ci-uv"
   [ -f "$lock" ] || fail 2 "no lock file for the $3 store in the action"
   rm -rf "$tools" "$venv" # never trust what is already there
@@ -33,21 +33,28 @@ install_codex_ci() ( # install_codex_ci PYTHON VENV EXTRA, in a subshell (its cd
   cd "$tools" # no uv.toml, pyproject.toml or Python module of the job's workspace is picked up
   export UV_CACHE_DIR="$tools/cache" UV_PYTHON_DOWNLOADS=never UV_NO_PROGRESS=1
   bootstrap_uv "$python" "$tools"
-  local uv="$tools/uv" pip_install=(--quiet --python "$venv/bin/python" --no-deps)
+  local uv="$tools/uv" build="$tools/build-env" locked
   "$uv" venv --quiet --python "$python" "$venv"
-  # --no-deps: the lock file is the whole resolution (tests/test_release.py keeps it so), nothing to resolve
-  "$uv" pip install "${pip_install[@]}" --require-hashes --only-binary :all: -r "$lock" \
+  "$uv" venv --quiet --python "$python" "$build"
+  # The store's locked requirements go into the venv while the wheel is built beside it. --no-deps: the lock file
+  # is the whole resolution (tests/test_release.py keeps it so), there is nothing to resolve.
+  "$uv" pip install --quiet --python "$venv/bin/python" --no-deps --require-hashes --only-binary :all: \
+    -r "$lock" &
+  locked=$!
+  # The wheel, built from a copy of what the build reads with the locked setuptools in a venv of its own (one
+  # PEP 517 call; an installer would call the backend twice, once for the metadata). setuptools stays out of the
+  # venv codex-ci runs from.
+  "$uv" pip install --quiet --python "$build/bin/python" --no-deps --require-hashes --only-binary :all: \
     -r "$root/action/requirements-build.txt"
-  # Build the wheel from a copy of what the build reads, with the locked setuptools (one PEP 517 call: an
-  # installer would call the backend twice, once for the metadata), and install it.
   cp -R "$root/pyproject.toml" "$root/MANIFEST.in" "$root/README.md" "$root/LICENSE" "$root/codex_ci" "$tools/src/"
-  (cd "$tools/src" && "$venv/bin/python" -I -c \
+  (cd "$tools/src" && "$build/bin/python" -I -c \
     'import sys, setuptools.build_meta as backend; backend.build_wheel(sys.argv[1])' "$tools/dist") \
     > "$tools/build.log" 2>&1 || {
     cat "$tools/build.log"
     fail 1 "building codex-ci from the action's checkout failed"
   }
-  "$uv" pip install "${pip_install[@]}" "$tools"/dist/codex_ci-*.whl
+  wait "$locked" || fail 1 "installing action/requirements-$3.txt failed"
+  "$uv" pip install --quiet --python "$venv/bin/python" --no-deps "$tools"/dist/codex_ci-*.whl
   "$venv/bin/codex-ci" --version
 )
 

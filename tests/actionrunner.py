@@ -12,11 +12,15 @@ behaviour such as the ``post:`` step and job outputs is out of scope.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import http.server
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -339,3 +343,46 @@ class Job:
         for pattern in SECRET_PATTERNS:
             if pattern.search(masked):
                 result.leaks.append(f"{where}: an unmasked secret matching {pattern.pattern!r}")
+
+
+def download_wheels(target: Path, locks: Iterable[Path], env: Mapping[str, str] | None = None) -> None:
+    """Download every wheel the hash-locked requirements files ``locks`` pin for this machine into ``target`` (pip
+    checks each hash), and write ``target/simple/uv/index.html``, a PEP 503 page for the uv wheels there."""
+    arguments = [arg for lock in locks for arg in ("-r", str(lock))]
+    proc = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+                           "--no-input", "--no-deps", "--only-binary", ":all:", "--require-hashes", "--dest",
+                           str(target), *arguments], capture_output=True, text=True, timeout=600,
+                          stdin=subprocess.DEVNULL, env=None if env is None else dict(env))
+    if proc.returncode != 0:
+        raise RuntimeError(f"pip download failed:\n{proc.stderr}")
+    (target / "simple" / "uv").mkdir(parents=True, exist_ok=True)
+    (target / "simple" / "uv" / "index.html").write_text("".join(
+        f'<a href="../../{w.name}#sha256={hashlib.sha256(w.read_bytes()).hexdigest()}">{w.name}</a>\n'
+        for w in sorted(target.glob("uv-*.whl"))))
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class WheelIndex:
+    """A directory from download_wheels served on loopback; ``env`` is what a runner machine sets to install from
+    it: uv's wheel through the index page (``PIP_INDEX_URL``), the locked requirements from the directory alone
+    (``UV_FIND_LINKS``, offline). pip and uv hash every archive against the lock on every install."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._server = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", 0), functools.partial(_Quiet, directory=str(directory)))
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/simple"
+        self.env = {"PIP_INDEX_URL": self.url, "PIP_FIND_LINKS": str(directory), "UV_FIND_LINKS": str(directory),
+                    "UV_OFFLINE": "1", "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+
+    def __enter__(self) -> WheelIndex:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -2,12 +2,13 @@
 
 One simulated runner machine serves most of the module. Every job installs codex-ci afresh, as on a hosted
 runner: from the action's checkout with ``--no-deps`` plus the store's hash-locked requirements, by a uv taken from
-its hash-pinned wheel. The locked wheels are downloaded once per session into a local directory that the machine's
-pip and uv read instead of the index (``PIP_FIND_LINKS`` / ``UV_FIND_LINKS``): both hash every archive in it on
-every install, so sharing it across jobs restores nothing unchecked. uv's own cache is not shared: it keeps
-unpacked files and does not hash them again on reuse, so the action gives each install an empty one (a test below
-poisons one to show it). One test installs cold from the index with every cache empty. The action runs from a
-snapshot of the repository, as the runner runs ``org/codex-auth-action@v1`` from its download.
+its hash-pinned wheel. The locked wheels are downloaded once per session into a local directory: the machine's uv
+installs from it (``UV_FIND_LINKS``, offline) and the action reads uv's own wheel from it through a loopback index
+(``PIP_INDEX_URL``). Every archive is hashed against the lock on every install, so sharing it across jobs
+restores nothing unchecked. uv's own cache is not shared: it keeps unpacked files and does not hash them again on
+reuse, so the action gives each install an empty one (a test below poisons one to show it). One test installs cold
+from the public index with every cache empty. The action runs from a snapshot of the repository, as the runner
+runs ``org/codex-auth-action@v1`` from its download.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
@@ -30,7 +32,7 @@ from typing import Any
 
 import pytest
 import yaml
-from actionrunner import Job, Result, Runner
+from actionrunner import Job, Result, Runner, WheelIndex, download_wheels
 from conftest import ROOT, assert_no_secrets, login
 
 from codex_ci.errors import ExitCode
@@ -61,21 +63,20 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The locked wheels the jobs here install (core, vault, setuptools, uv), downloaded once by pip, which checks
     each against its hash."""
     target = tmp_path_factory.mktemp("wheelhouse")
-    locks = [arg for name in ("core", "vault", "build", "uv")
-             for arg in ("-r", str(ROOT / "action" / f"requirements-{name}.txt"))]
-    proc = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-                           "--no-input", "--no-deps", "--only-binary", ":all:", "--require-hashes", "--dest",
-                           str(target), *locks], capture_output=True, text=True, timeout=600,
-                          stdin=subprocess.DEVNULL)
-    assert proc.returncode == 0, proc.stderr
+    download_wheels(target, [ROOT / "action" / f"requirements-{name}.txt" for name in ("core", "vault", "build", "uv")])
     return target
 
 
+@pytest.fixture(scope="session")
+def wheel_index(wheelhouse: Path) -> Iterator[WheelIndex]:
+    with WheelIndex(wheelhouse) as index:
+        yield index
+
+
 @pytest.fixture(scope="module")
-def machine(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Runner:
-    """A runner machine configured to install from the local wheel directory, never from the index."""
-    return Runner(tmp_path_factory.mktemp("runner"), machine_env={
-        "PIP_FIND_LINKS": str(wheelhouse), "PIP_NO_INDEX": "1", "UV_FIND_LINKS": str(wheelhouse), "UV_OFFLINE": "1"})
+def machine(tmp_path_factory: pytest.TempPathFactory, wheel_index: WheelIndex) -> Runner:
+    """A runner machine that installs from the local wheels only (see WheelIndex)."""
+    return Runner(tmp_path_factory.mktemp("runner"), machine_env=wheel_index.env)
 
 
 def locked(*names: str) -> dict[str, str]:
@@ -244,6 +245,7 @@ def test_seed_only(machine: Runner, action: Path, token_server: TokenServer, ref
         assert result.outputs["refreshed"] == "true" and token_server.posts == 1
         assert tokens["refresh_token"] == token_server.current_refresh_token
     assert "| seeded | true |" in "".join(result.summaries)
+    assert not [line for line in result.log if "pip will download" in line]  # uv's wheel from the loopback index
     assert_clean(result, *tokens_of(seed))
 
 
@@ -259,7 +261,7 @@ def test_cold_install_from_the_index_is_exactly_the_lock_and_the_checkout(tmp_pa
     venv = Path(result.steps[INSTALL]["outputs"]["venv"])
     version = re.search(r'__version__ = "(.+)"', (action / "codex_ci" / "__init__.py").read_text())
     assert version and f"codex-ci {version.group(1)}" in result.log
-    assert installed(venv) == {**locked("core", "build"), "codex-ci": version.group(1)}
+    assert installed(venv) == {**locked("core"), "codex-ci": version.group(1)}  # setuptools only built the wheel
     check = subprocess.run([str(uv_of(cold)), "pip", "check", "--python", str(venv / "bin" / "python")],
                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert check.returncode == 0, check.stdout + check.stderr  # --no-deps left nothing out: the lock is complete
@@ -346,11 +348,12 @@ def test_a_runner_python_without_pip_gets_uv_through_a_throwaway_venv(
                    check=True, timeout=300, capture_output=True)
     assert subprocess.run([str(bare / "bin" / "python3"), "-I", "-c", "import pip"], capture_output=True,
                           timeout=60).returncode != 0
-    job = machine.job({"PATH": f"{bare / 'bin'}:{os.environ['PATH']}"})
+    job = machine.job({"PATH": f"{bare / 'bin'}:{os.environ['PATH']}", "PIP_NO_INDEX": "1"})  # pip, not get-uv.py
     result = run_auth(job, action, **{"auth-json": json.dumps(stale_login()), "refresh": "never"})
     assert result.steps["find"]["outputs"]["python-path"] == str(bare / "bin" / "python3")
     assert result.steps[INSTALL]["outcome"] == "success"
     assert (machine.temp / "codex-ci-uv" / "pip-venv" / "bin" / "pip").exists()
+    assert [line for line in result.log if "pip will download" in line]
     assert_pinned_uv(machine)
 
 
