@@ -7,7 +7,7 @@ one runner doing the same alone (target: at most TARGET times).
 (a) processes: ``python -m codex_ci refresh --store URL && python -m codex_ci persist --to URL``, FLEET at once
     (spawned back to back) against one alone; wall time from the first spawn to the last exit.
 (b) forked workers: FLEET workers forked after the imports (store SDK included) and after opening the store,
-    released by one barrier, each calling ``codex_ci.sync.distributed_refresh`` then ``persist``; wall time from
+    released by one barrier, each calling ``codex_ci.distributed.distributed_refresh`` then ``persist``; wall time from
     the release to the last return, against one worker doing the same. Like the herd benchmark, but through a
     store: it measures the coordination, not interpreter start-up.
 
@@ -41,7 +41,7 @@ from typing import Any
 from benchmarks.common import LOOPBACK, PYTHON, clean_env, environ, median, ms
 from benchmarks.report import Outcome, Row
 from benchmarks.stores import KINDS, Backend, Recorder, Tally, backend
-from codex_ci.refresh import Policy
+from codex_ci.policy import Policy
 from testing.tokenserver import TokenServer, make_login
 
 FLEET = 16
@@ -92,9 +92,9 @@ class Round:
             1, 0, 0, count, True)
 
 
-def _login(*, expires_in: int, refresh_token: str) -> bytes:
+def _login(*, expires_in: int, refresh_token: str) -> str:
     data = make_login(access_exp=int(time.time()) + expires_in, refresh_token=refresh_token)
-    return json.dumps(data, indent=2).encode()
+    return json.dumps(data, indent=2)
 
 
 def _in_child(fn: Callable[[], Any]) -> Any:
@@ -127,8 +127,7 @@ def _seed(be: Backend, url: str) -> None:
     def seed() -> None:
         store = be.open(url)
         store.write(_login(expires_in=-600, refresh_token=TOKEN), None)
-        store.sibling("lease").write(json.dumps({"holder": None, "released_at": "2026-01-01T00:00:00Z"}).encode(),
-                                     None)
+        store.sibling("lease").write(json.dumps({"holder": None, "released_at": "2026-01-01T00:00:00Z"}), None)
 
     _in_child(seed)
 
@@ -189,7 +188,9 @@ Report = tuple[bool, float, str, dict[str, int], int]  # (rotated, finished, err
 
 
 def _worker(be: Backend, url: str, home: Path, barrier: Barrier, reports: Queue[Report]) -> None:
-    from codex_ci.sync import distributed_refresh, persist
+    from codex_ci.distributed import distributed_refresh
+    from codex_ci.home import Home
+    from codex_ci.sync import persist
 
     recorder = Recorder()
     recorder.install(be.kind)
@@ -197,9 +198,9 @@ def _worker(be: Backend, url: str, home: Path, barrier: Barrier, reports: Queue[
     barrier.wait(TIMEOUT)
     try:
         with recorder.counting() as calls:
-            result = distributed_refresh(home, store, POLICY, lock_timeout=60, lease_ttl=LEASE_TTL,
+            result = distributed_refresh(Home(home), store, POLICY, lock_timeout=60, lease_ttl=LEASE_TTL,
                                          lease_wait=LEASE_WAIT)
-            persist(home, store, lock_timeout=60)
+            persist(Home(home), store, lock_timeout=60)
         finished = time.monotonic()
         tally = Tally.of(list(calls))
         kinds = {"reads": tally.reads, "writes": tally.writes, "moves": tally.moves, "other": tally.other}
@@ -293,7 +294,7 @@ class Comparison:
 
 def _prepare(kind: str) -> None:
     """Import what a runner of this store uses, so that forked workers start with it loaded."""
-    for name in ("codex_ci.sync", "codex_ci.refresh", "codex_ci.lease", f"codex_ci.stores.{kind}", "filelock",
+    for name in ("codex_ci.distributed", "codex_ci.refresh", "codex_ci.lease", f"codex_ci.stores.{kind}", "filelock",
                  "httpx", *SDK[kind]):
         importlib.import_module(name)
 

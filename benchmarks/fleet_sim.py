@@ -127,7 +127,7 @@ def _sleep(seconds):
 time.sleep = _sleep
 '''
 JWT = re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}")
-PRELOAD = ["benchmarks.fleet_sim", "codex_ci.sync", "codex_ci.refresh", "codex_ci.stores.file",
+PRELOAD = ["benchmarks.fleet_sim", "codex_ci.distributed", "codex_ci.refresh", "codex_ci.stores.file",
            "codex_ci.stores.vault", "codex_ci.stores.aws", "codex_ci.stores.gcp", "hvac", "boto3",
            "google.cloud.secretmanager", "filelock"]
 HOW = (
@@ -255,11 +255,11 @@ CLOCK = _Clock()
 
 
 def _skew_codex_clock() -> None:
-    """Make every codex_ci module read the worker's clock: authfile.utcnow and each module's binding of it (they
-    import it by name). Modules imported later bind the replaced authfile.utcnow."""
+    """Make every codex_ci module read the worker's clock: claims.utcnow (authfile re-exports it) and each module's
+    binding of it (they import it by name). Modules imported later bind the replaced one."""
     import codex_ci.authfile as authfile
 
-    for name in ("sync", "local", "lease", "refresh", "state", "status", "files"):
+    for name in ("sync", "distributed", "rotate", "seed", "lease", "refresh", "state", "status", "files", "claims"):
         importlib.import_module(f"codex_ci.{name}")
     real = authfile.utcnow
     for name, module in list(sys.modules.items()):
@@ -309,10 +309,11 @@ def _checkpoint(point: str) -> None:
 
 def _install_hooks(store: Any) -> None:
     """Wrap the calls the death points follow, and the store's writes (to learn which logins reached it)."""
-    from codex_ci import sync
+    from codex_ci import distributed
     from codex_ci.lease import Lease
 
-    real_restore, real_refresh_home = sync.restore, getattr(sync, "refresh_home")  # noqa: B009 (not re-exported)
+    # distributed.py's own globals (imported there, not re-exported)
+    real_restore, real_refresh_home = getattr(distributed, "restore"), getattr(distributed, "refresh_home")  # noqa: B009
     real_acquire, real_release = Lease.try_acquire, Lease.release
     real_write = store.write
 
@@ -350,7 +351,7 @@ def _install_hooks(store: Any) -> None:
             _checkpoint("stored")
         real_release(self)
 
-    def write(value: bytes, expected: str | None) -> str:
+    def write(value: str, expected: str | None) -> str:
         version = str(real_write(value, expected))
         if CURRENT.spec is not None:
             token = _token(value)
@@ -359,8 +360,8 @@ def _install_hooks(store: Any) -> None:
                 CURRENT.report["stored_at"].append((token, time.monotonic()))  # written by now
         return version
 
-    sync.restore = restore
-    setattr(sync, "refresh_home", refresh_home)  # noqa: B010 (not re-exported: sync's own global)
+    setattr(distributed, "restore", restore)  # noqa: B010 (the names distributed.py calls: its own globals)
+    setattr(distributed, "refresh_home", refresh_home)  # noqa: B010
     Lease.try_acquire = try_acquire  # type: ignore[method-assign]
     Lease.release = release  # type: ignore[method-assign]
     store.write = write
@@ -437,9 +438,12 @@ def _use(home: Path, report: dict[str, Any], use_seconds: float) -> None:
 
 
 def _run_job(task: dict[str, Any], store: Any, conn: Connection, config: dict[str, Any]) -> dict[str, Any]:
+    from codex_ci.distributed import distributed_refresh
     from codex_ci.errors import Interrupted
-    from codex_ci.refresh import Policy, TokenClient
-    from codex_ci.sync import distributed_refresh, persist
+    from codex_ci.home import Home
+    from codex_ci.policy import Policy
+    from codex_ci.refresh import TokenClient
+    from codex_ci.sync import persist
 
     report = _new_report(task)
     CURRENT.spec, CURRENT.report, CURRENT.conn, CURRENT.restores = task, report, conn, 0
@@ -451,13 +455,13 @@ def _run_job(task: dict[str, Any], store: Any, conn: Connection, config: dict[st
             _run_cli_job(task, report, config)
             return report
         policy = Policy(timedelta(seconds=MIN_TTL), timedelta(days=8))
-        result = distributed_refresh(home, store, policy, lock_timeout=30, lease_ttl=timedelta(seconds=LEASE_TTL),
+        result = distributed_refresh(Home(home), store, policy, lock_timeout=30, lease_ttl=timedelta(seconds=LEASE_TTL),
                                      lease_wait=LEASE_WAIT, client=TokenClient(**CLIENT))
         _checkpoint("refreshed")
         _use(home, report, task["use_seconds"])
         report["kept"] = not result.refreshed and report["token"] == report["first_token"]
         _checkpoint("before_persist")
-        report["persist_action"] = persist(home, store, lock_timeout=30).action
+        report["persist_action"] = persist(Home(home), store, lock_timeout=30).action
         report["status"] = "ok"
     except Abandon:
         report["status"] = "died"
@@ -544,13 +548,14 @@ def _run_cli_job(task: dict[str, Any], report: dict[str, Any], config: dict[str,
 
 def _persist_step(task: dict[str, Any], store: Any) -> dict[str, Any]:
     """The persist step of a runner whose job died or was cancelled, from the same CODEX_HOME (and clock)."""
+    from codex_ci.home import Home
     from codex_ci.sync import persist
 
     report = _new_report(task)
     CURRENT.spec, CURRENT.report, CURRENT.conn = {"death": None}, report, None
     CLOCK.offset = task.get("skew", 0)
     try:
-        report["persist_action"] = persist(Path(task["home"]), store, lock_timeout=30).action
+        report["persist_action"] = persist(Home(Path(task["home"])), store, lock_timeout=30).action
         report["status"] = "ok"
     except Exception as exc:
         _fail(report, exc)
@@ -834,7 +839,7 @@ def _chain(server: TokenServer) -> tuple[list[str], list[str], dict[str, float],
 
 
 def analyse(kind: str, specs: list[JobSpec], fleet: Fleet, run: dict[str, Any], server: TokenServer,
-            final: bytes | None) -> FleetResult:
+            final: str | None) -> FleetResult:
     by_n = {s.n: s for s in specs}
     reports = [fleet.reports.get(s.n, {"n": s.n, "status": "not run"}) for s in specs]
     report_of = {r["n"]: r for r in reports}
@@ -957,7 +962,7 @@ def simulate(kind: str, url: str, env: dict[str, str], *, jobs: int, seed: int, 
     specs = plan(jobs, seed) if specs is None else specs
     store = open_store(url, {**os.environ, **env})
     access_exp = int(time.time()) + (-60 if stale else ACCESS_TTL)
-    store.write(json.dumps(make_login(access_exp=access_exp, refresh_token=FIRST_TOKEN), indent=2).encode(), None)
+    store.write(json.dumps(make_login(access_exp=access_exp, refresh_token=FIRST_TOKEN), indent=2), None)
     with tempfile.TemporaryDirectory(prefix="codex-ci-fleet-") as tmp, FleetTokenServer(
             initial_refresh_token=FIRST_TOKEN, access_ttl=ACCESS_TTL, token_prefix=TOKEN_PREFIX,
             cancel_every=cancel_every) as server:

@@ -33,7 +33,9 @@ import httpx
 from benchmarks.report import Outcome, Row
 from codex_ci.authfile import ACCESS_ONLY_TOKEN
 from codex_ci.errors import AccessOnlyError
-from codex_ci.refresh import Policy, TokenClient
+from codex_ci.home import Home
+from codex_ci.policy import Policy
+from codex_ci.refresh import TokenClient
 from codex_ci.stores import open_store
 from testing.fake_github import WRITE_TOKEN, FakeGitHub
 from testing.fake_github import Secret as StoredSecret
@@ -65,7 +67,7 @@ class Fleet:
 
     def rotate(self, index: int) -> None:
         """One keepalive run of the serialized rotator (on a fresh runner home)."""
-        from codex_ci import sync
+        from codex_ci import distributed, sync
 
         full = self.gh.value(SCOPE, FULL)
         assert full is not None
@@ -73,8 +75,8 @@ class Fleet:
         store = open_store(f"github://{REPO}/{FULL}", env)
         handout = open_store(f"github://{REPO}/{HANDOUT}", env)
         policy = Policy(timedelta(hours=1), timedelta(days=8), force=True)
-        result = sync.distributed_refresh(
-            self.work / f"rotator-{index}", store, policy, lock_timeout=30, lease_ttl=timedelta(minutes=2),
+        result = distributed.distributed_refresh(
+            Home(self.work / f"rotator-{index}"), store, policy, lock_timeout=30, lease_ttl=timedelta(minutes=2),
             lease_wait=30, client=TokenClient(read_timeout=10, attempts=1), rotator=True, handout=handout)
         written = sync.write_handout(result.auth, handout, store)
         with self.lock:
@@ -95,7 +97,7 @@ class Fleet:
         home = self.work / f"job-{index}"
         store = open_store(f"github://{REPO}/{HANDOUT}", {HANDOUT: handout.decode()})
         try:
-            restored = sync.restore(home, store, lock_timeout=30, min_ttl=timedelta(minutes=5))
+            restored = sync.restore(Home(home), store, lock_timeout=30, min_ttl=timedelta(minutes=5))
         except AccessOnlyError:
             with self.lock:
                 self.counts["refused-expiring"] += 1

@@ -2,7 +2,7 @@
 
 (a) process herd: HERD concurrent ``python -m codex_ci refresh`` processes, against one such process.
 (b) coordination herd: HERD forked workers released together by a barrier, each calling
-    ``codex_ci.local.refresh_home`` (interpreter start-up excluded), against one worker doing the same. The
+    ``codex_ci.rotate.refresh_home`` (interpreter start-up excluded), against one worker doing the same. The
     parent imports filelock first: a CLI process has it loaded before it contends for the lock, while 64 children
     importing it at the same instant would measure the import, not the coordination.
 The token endpoint is the strict rotating loopback server of the tests, answering after DELAY seconds.
@@ -27,11 +27,11 @@ from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
-from codex_ci.local import refresh_home
-
 from benchmarks.common import LOOPBACK, PYTHON, clean_env, environ, median, ms, write_login
 from benchmarks.report import Outcome, Row
-from codex_ci.refresh import Policy
+from codex_ci.home import Home
+from codex_ci.policy import Policy
+from codex_ci.rotate import refresh_home
 from testing.tokenserver import TokenServer
 
 HERD = 64
@@ -113,7 +113,7 @@ def _process_round(count: int) -> Round:
 def _worker(home: Path, barrier: Barrier, reports: Queue[Report]) -> None:
     barrier.wait(TIMEOUT)
     try:
-        result = refresh_home(home, POLICY, lock_timeout=60)
+        result = refresh_home(Home(home), POLICY, lock_timeout=60)
         reports.put((result.refreshed, time.monotonic(), ""))
     except Exception as exc:  # reported to the parent, which counts it as a failure
         reports.put((False, time.monotonic(), f"{type(exc).__name__}: {exc}"))

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 from benchmarks.common import LOOPBACK, environ
 from benchmarks.report import Outcome, Row
-from codex_ci.refresh import Policy
+from codex_ci.policy import Policy
 from codex_ci.stores import Store, open_store
 from testing.servers import accepting, start_server
 from testing.targets.aws import moto
@@ -232,7 +232,7 @@ class Recorder:
             recorder.record("read", store.path.name.endswith(".lease"), "read")
             return read(store)
 
-        def counted_write(store: FileStore, value: bytes, expected: str | None) -> str:
+        def counted_write(store: FileStore, value: str, expected: str | None) -> str:
             recorder.record("write", store.path.name.endswith(".lease"), "write")
             return write(store, value, expected)
 
@@ -342,13 +342,15 @@ def _stale_ok(t: Tally) -> bool:
     return (t.lease_writes, t.writes - t.lease_writes, t.posts) == (2, 1, 1) and t.moves <= t.writes
 
 
-def _login(*, expires_in: int, refresh_token: str) -> bytes:
+def _login(*, expires_in: int, refresh_token: str) -> str:
     data = make_login(access_exp=int(time.time()) + expires_in, refresh_token=refresh_token)
-    return json.dumps(data, indent=2).encode()
+    return json.dumps(data, indent=2)
 
 
 def _measure_store(be: Backend, recorder: Recorder, work: Path) -> dict[str, tuple[Tally, list[Call]]]:
-    from codex_ci.sync import distributed_refresh, persist, restore
+    from codex_ci.distributed import distributed_refresh
+    from codex_ci.home import Home
+    from codex_ci.sync import persist, restore
 
     results: dict[str, tuple[Tally, list[Call]]] = {}
 
@@ -357,24 +359,24 @@ def _measure_store(be: Backend, recorder: Recorder, work: Path) -> dict[str, tup
         with recorder.counting() as calls:
             outcome = action()
         results[key] = (Tally.of(list(calls), (server.posts - posts) if server else 0), list(calls))
-        got = str(getattr(outcome, "action", None) or ("refreshed" if outcome.refreshed else "not refreshed"))
+        got = str(outcome.action)
         if got != expected:  # the command must have done what it is counted for
             raise RuntimeError(f"{be.kind}: {key} ended {got!r}, not {expected!r}")
 
     def refresh(home: Path, store: Store) -> Any:
-        return distributed_refresh(home, store, POLICY, lock_timeout=LOCK_TIMEOUT, lease_ttl=LEASE_TTL,
+        return distributed_refresh(Home(home), store, POLICY, lock_timeout=LOCK_TIMEOUT, lease_ttl=LEASE_TTL,
                                    lease_wait=LEASE_WAIT)
 
     # restore, then persist unchanged, then persist a newer login
     store = be.open(be.new_url())
     store.write(_login(expires_in=86400, refresh_token="bench-rt-fresh"), None)
     home = work / f"{be.kind}-a"
-    counted("restore", None, lambda: restore(home, store, lock_timeout=LOCK_TIMEOUT), "restored")
-    counted("persist_unchanged", None, lambda: persist(home, store, lock_timeout=LOCK_TIMEOUT), "unchanged")
+    counted("restore", None, lambda: restore(Home(home), store, lock_timeout=LOCK_TIMEOUT), "restored")
+    counted("persist_unchanged", None, lambda: persist(Home(home), store, lock_timeout=LOCK_TIMEOUT), "unchanged")
     time.sleep(0.002)  # a later last_refresh than the stored login's
-    (home / "auth.json").write_bytes(_login(expires_in=86400, refresh_token="bench-rt-newer"))
-    counted("persist_changed", None, lambda: persist(home, store, lock_timeout=LOCK_TIMEOUT), "written")
-    counted("refresh_fresh", None, lambda: refresh(work / f"{be.kind}-b", store), "not refreshed")
+    (home / "auth.json").write_bytes(_login(expires_in=86400, refresh_token="bench-rt-newer").encode())
+    counted("persist_changed", None, lambda: persist(Home(home), store, lock_timeout=LOCK_TIMEOUT), "written")
+    counted("refresh_fresh", None, lambda: refresh(work / f"{be.kind}-b", store), "not-refreshed")
 
     # a stale login: the first rotation creates the lease record, the next one finds it
     store = be.open(be.new_url())
