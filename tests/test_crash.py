@@ -80,9 +80,9 @@ STORE_KINDS = ["file", "vault"]
 CALIBRATION_RUNS = 3 if SOAK else 1
 LOCK = ["--lock-timeout", "5"]
 # The refresh lease of the distributed trials: a POST needs --timeout 1 twice (connect, answer) plus a margin of a
-# quarter of the lease to start, so this leaves 2.5 s for the restore and the locks before it on a loaded machine;
-# a killed holder's lease is waited out for this long by the next run.
-LEASE_TTL = "6s"
+# quarter of the lease to start, so this leaves 5.5 s for the restore and the locks before it (2.5 s was seen to
+# run out with the load average at 6 on two cores); a killed holder's lease is waited out for this long by the next run.
+LEASE_TTL = "10s"
 REFRESHED = "codex-ci: refreshed:"  # logged once the new login is written (refresh: auth.json; --store: both)
 
 
