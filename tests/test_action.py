@@ -495,6 +495,26 @@ def test_persist_without_a_login_is_skipped(machine: Runner, action: Path, tmp_p
     assert_clean(result)
 
 
+def test_persist_alone_installs_codex_ci_itself(machine: Runner, action: Path, tmp_path: Path) -> None:
+    """The persist action in a job without the auth step: it finds a Python and installs codex-ci on its own."""
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    (home / "auth.json").write_text(json.dumps(login(refresh_token="CANARY-rt-persist")))
+    (home / "auth.json").chmod(0o600)
+    store = tmp_path / "store.json"
+    job = machine.job(canaries=["CANARY-rt-persist"])
+    result = run_auth(job, action / "persist", store=f"file://{store}", **{"codex-home": str(home)})
+    assert result.steps["find"]["outcome"] == "success" and result.steps["persist"]["outcome"] == "success"
+    assert (machine.temp / "codex-ci-venv-persist" / "bin" / "codex-ci").exists()
+    assert_pinned_uv(machine)
+    from codex_ci.stores.file import FileStore
+
+    saved = FileStore(store).read()
+    assert saved is not None and json.loads(saved.value)["tokens"]["refresh_token"] == "CANARY-rt-persist"
+    assert result.outputs == {"persisted": "created", "store-version": saved.version}
+    assert_clean(result, "CANARY-rt-persist")
+
+
 def test_refresh_input_is_checked(machine: Runner, action: Path) -> None:
     seed = stale_login()
     result = machine.job().run(action, {"auth-json": json.dumps(seed), "refresh": "sometimes"})
