@@ -55,7 +55,7 @@ install_codex_ci() ( # install_codex_ci PYTHON VENV EXTRA, in a subshell (its cd
   }
   wait "$locked" || fail 1 "installing action/requirements-$3.txt failed"
   "$uv" pip install --quiet --python "$venv/bin/python" --no-deps "$tools"/dist/codex_ci-*.whl
-  "$venv/bin/codex-ci" --version
+  "$venv/bin/codex-ci" --version || fail 1 "the codex-ci just installed does not run"  # with || bash does not exec it in place of the subshell
 )
 
 bootstrap_uv() { # bootstrap_uv PYTHON DIR: DIR/uv, the binary of the wheel requirements-uv.txt pins by hash
