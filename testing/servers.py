@@ -150,9 +150,11 @@ class LoopbackHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # the default 5 makes 64 simultaneous clients hit SYN retries
 
-    def __init__(self, handler: type[BaseHTTPRequestHandler], service: object, port: int = 0) -> None:
+    def __init__(self, handler: type[BaseHTTPRequestHandler], service: object, port: int = 0, *,
+                 quiet: bool = False) -> None:
         super().__init__((LOOPBACK, port), handler)
         self.service = service
+        self.quiet = quiet
         self.active = 0
         self.idle = threading.Condition()
 
@@ -170,8 +172,9 @@ class LoopbackHTTPServer(ThreadingHTTPServer):
                 self.idle.notify_all()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that hung up (a timeout test) is expected; anything else is printed as usual."""
-        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+        """A client that hung up (a timeout test) is expected; anything else is printed as usual, unless
+        ``quiet`` (a server that cuts connections on purpose)."""
+        if not self.quiet and not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
             super().handle_error(request, client_address)
 
 
@@ -179,8 +182,9 @@ class ThreadedHTTPService:
     """Base of an in-process loopback HTTP server: ``with Service(...) as s`` serves in a daemon thread and stops
     on exit. The handler reaches the service as ``self.server.service``."""
 
-    def __init__(self, handler: type[BaseHTTPRequestHandler], port: int = 0, *, name: str = "loopback-http") -> None:
-        self.httpd = LoopbackHTTPServer(handler, self, port)
+    def __init__(self, handler: type[BaseHTTPRequestHandler], port: int = 0, *, name: str = "loopback-http",
+                 quiet: bool = False) -> None:
+        self.httpd = LoopbackHTTPServer(handler, self, port, quiet=quiet)
         self.port = int(self.httpd.server_address[1])
         self._name = name
         self._thread: threading.Thread | None = None

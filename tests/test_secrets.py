@@ -31,7 +31,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ from codex_ci.policy import Policy
 from codex_ci.refresh import TokenClient
 from codex_ci.stores import StoreConflict, Versioned, open_store
 from testing import tokenserver
+from testing.servers import ThreadedHTTPService
 from testing.targets import StoreTarget
 from testing.tokenserver import TokenServer, make_jwt
 
@@ -511,7 +512,7 @@ def test_refresh_url_with_credentials_is_never_printed(run, tmp_path: Path, unus
             assert "cannot connect to 127.0.0.1" in out.stderr
 
 
-class EchoServer:
+class EchoServer(ThreadedHTTPService):
     """A token endpoint that answers with what ``reply(refresh_token, raw_body)`` builds from each request."""
 
     def __init__(self, reply: Callable[[str, bytes], tuple[int, str, bytes, dict[str, str]]]) -> None:
@@ -538,17 +539,8 @@ class EchoServer:
                 self.wfile.write(body)
 
         self.posts = 0
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/oauth/token"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def __enter__(self) -> EchoServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
+        self.url = f"{self.base_url}/oauth/token"
 
 
 def _js(obj: Any) -> bytes:
@@ -953,7 +945,7 @@ def test_store_refresh_failures(run, tmp_path: Path, store_target: StoreTarget, 
         assert set(rotated) <= masks_before(out.output.splitlines(), lambda line: "error:" in line)
 
 
-class EchoStore:
+class EchoStore(ThreadedHTTPService):
     """An HTTP store server (or a proxy before it) that answers ``reply(method, headers, dump)`` to every request;
     ``dump`` is the whole request, credentials and payload included."""
 
@@ -976,17 +968,8 @@ class EchoStore:
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def __enter__(self) -> EchoStore:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
+        self.base = self.base_url
 
 
 @pytest.fixture
