@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -20,6 +19,7 @@ from codex_ci.home import CONFIG_LINE, Home
 from codex_ci.locks import AuthLock
 from codex_ci.secret import Secret
 from codex_ci.state import State
+from testing.checks import flock_held
 
 
 def mode(path: Path) -> int:
@@ -33,18 +33,6 @@ def umask(value: int) -> Iterator[None]:
         yield
     finally:
         os.umask(old)
-
-
-def locked_elsewhere(path: Path) -> bool:
-    """Whether another open file description cannot take an exclusive flock on ``path`` right now."""
-    fd = os.open(path, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
 
 
 # -- paths -------------------------------------------------------------------------------------------------------
@@ -138,12 +126,12 @@ def test_lock_takes_codex_locks_in_codex_order(tmp_path: Path, monkeypatch: pyte
 def test_lock_holds_both_files_until_left(tmp_path: Path) -> None:
     home = Home(tmp_path)
     with home.lock(3.0):
-        assert locked_elsewhere(tmp_path / "auth.lock")
-        assert locked_elsewhere(tmp_path / "auth.json.lock")
+        assert flock_held(tmp_path / "auth.lock")
+        assert flock_held(tmp_path / "auth.json.lock")
         assert mode(tmp_path / "auth.lock") == 0o600
         assert mode(tmp_path / "auth.json.lock") == 0o600
-    assert not locked_elsewhere(tmp_path / "auth.lock")
-    assert not locked_elsewhere(tmp_path / "auth.json.lock")
+    assert not flock_held(tmp_path / "auth.lock")
+    assert not flock_held(tmp_path / "auth.json.lock")
 
 
 def test_read_shared_reads_under_a_shared_lock(tmp_path: Path) -> None:
@@ -152,7 +140,7 @@ def test_read_shared_reads_under_a_shared_lock(tmp_path: Path) -> None:
     warnings: list[str] = []
     assert home.read_shared(3.0, warnings) == b'{"a": 1}'
     assert warnings == []
-    assert not locked_elsewhere(tmp_path / "auth.json.lock")
+    assert not flock_held(tmp_path / "auth.json.lock")
 
 
 def test_read_shared_without_a_usable_lock_file_reads_and_warns(tmp_path: Path) -> None:
