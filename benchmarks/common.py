@@ -1,4 +1,5 @@
-"""Shared pieces: paths, the interpreter, a clean environment, logins, statistics and machine facts."""
+"""Shared pieces: paths, the interpreter, a clean environment, logins, statistics, machine facts and the release
+of forked workers at one instant."""
 
 from __future__ import annotations
 
@@ -10,10 +11,15 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from multiprocessing.process import BaseProcess
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from testing.tokenserver import make_login
+from testing.tokenserver import TokenServer, make_login
+
+R = TypeVar("R")
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = ROOT / ".venv" / "bin" / "python"
@@ -103,3 +109,26 @@ def environ(**values: str) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = old
+
+
+def release_workers(workers: Sequence[BaseProcess], barrier: Barrier, reports: Queue[R], server: TokenServer,
+                    timeout: float) -> tuple[float, list[R]]:
+    """Start the forked ``workers``, then ``server`` (forked before its thread starts, the children hold no
+    thread), wait until every worker waits at ``barrier``, release them together; the moment of the release and
+    one report per worker. Every worker is joined, or killed when it hangs."""
+    count = len(workers)
+    for worker in workers:
+        worker.start()
+    server.start()
+    deadline = time.monotonic() + timeout
+    while barrier.n_waiting < count and time.monotonic() < deadline:
+        time.sleep(0.002)
+    released = time.monotonic()
+    barrier.wait(timeout)
+    try:
+        return released, [reports.get(timeout=timeout) for _ in range(count)]
+    finally:
+        for worker in workers:
+            worker.join(timeout)
+            if worker.is_alive():
+                worker.kill()

@@ -38,7 +38,7 @@ from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import LOOPBACK, PYTHON, clean_env, environ, median, ms
+from benchmarks.common import LOOPBACK, PYTHON, clean_env, environ, median, ms, release_workers
 from benchmarks.report import Outcome, Row
 from benchmarks.stores import KINDS, Backend, Recorder, Tally, backend
 from codex_ci.policy import Policy
@@ -220,21 +220,7 @@ def _fork_round(be: Backend, count: int, work: Path) -> Round:
             barrier = ctx.Barrier(count + 1)
             reports: Queue[Report] = ctx.Queue()
             workers = [ctx.Process(target=_worker, args=(be, url, home, barrier, reports)) for home in homes]
-            for worker in workers:  # forked before the server thread starts: the children hold no thread
-                worker.start()
-            server.start()
-            deadline = time.monotonic() + TIMEOUT
-            while barrier.n_waiting < count and time.monotonic() < deadline:
-                time.sleep(0.002)
-            released = time.monotonic()
-            barrier.wait(TIMEOUT)
-            try:
-                results = [reports.get(timeout=TIMEOUT) for _ in range(count)]
-            finally:
-                for worker in workers:
-                    worker.join(TIMEOUT)
-                    if worker.is_alive():
-                        worker.kill()
+            released, results = release_workers(workers, barrier, reports, server, TIMEOUT)
         errors = [error for _, _, error, _, _ in results if error]
         if errors:
             print(f"fleet: {be.kind}: worker errors: {sorted(set(errors))}", file=sys.stderr)

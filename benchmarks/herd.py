@@ -27,7 +27,7 @@ from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
-from benchmarks.common import LOOPBACK, PYTHON, clean_env, environ, median, ms, write_login
+from benchmarks.common import LOOPBACK, PYTHON, clean_env, environ, median, ms, release_workers, write_login
 from benchmarks.report import Outcome, Row
 from codex_ci.home import Home
 from codex_ci.policy import Policy
@@ -128,21 +128,7 @@ def _fork_round(count: int) -> Round:
         reports: Queue[Report] = ctx.Queue()
         workers = [ctx.Process(target=_worker, args=(home, barrier, reports)) for _ in range(count)]
         cpu = _children_cpu()
-        for worker in workers:  # forked before the server thread starts: the children hold no thread
-            worker.start()
-        server.start()
-        deadline = time.monotonic() + TIMEOUT
-        while barrier.n_waiting < count and time.monotonic() < deadline:
-            time.sleep(0.002)
-        released = time.monotonic()
-        barrier.wait(TIMEOUT)
-        try:
-            results = [reports.get(timeout=TIMEOUT) for _ in range(count)]
-        finally:
-            for worker in workers:
-                worker.join(TIMEOUT)
-                if worker.is_alive():
-                    worker.kill()
+        released, results = release_workers(workers, barrier, reports, server, TIMEOUT)
         cpu = _children_cpu() - cpu
         consistent = _consistent(home, server)
     errors = [error for _, _, error in results if error]
