@@ -1,6 +1,6 @@
 """handout_fleet: GitHub Actions secrets as the only store — one serialized rotator and 1,000 jobs on its handout.
 
-A loopback fake of GitHub's REST API (tests/fake_github.py, which decrypts every write) and the strict token server
+A loopback fake of GitHub's REST API (testing/fake_github.py, which decrypts every write) and the strict token server
 (refresh tokens single-use, no reuse grace). Time is simulated: a "tick" is one job's start; every ``every`` ticks
 the rotator runs ``keepalive --store github://octo/app/CODEX_AUTH_JSON --handout github://octo/app/CODEX_ACCESS_JSON``
 on a fresh runner home, as GitHub passes the secrets in (the stored full login, aged by the time since its last

@@ -20,7 +20,7 @@ What these tests prove, after every kill:
 
 Random moments: each command's normal run is timed first; each trial then kills at a uniform time over 0-1.2x
 that life (plus the token server's random answer delay, which opens the POST window). Trial counts come from
-tests/soak.py (fast in scripts/test, full under scripts/soak). Every message carries the seed: rerun with
+testing/soak.py (fast in scripts/test, full under scripts/soak). Every message carries the seed: rerun with
 CODEX_CI_CRASH_SEED=N to replay the same draws. Each test prints its tally (stderr; with
 CODEX_CI_CRASH_REPORT=FILE also appended to FILE). The next run after a kill is a real process for the first
 trial (every fourth under soak) and the in-process CLI otherwise: the same code without an interpreter start,

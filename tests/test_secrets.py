@@ -437,7 +437,7 @@ ENDPOINT_MODES: list[tuple[str, int, bool]] = [
 
 @pytest.fixture
 def echo_faults(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every canned answer of tests/tokenserver.py (but "drop") now echoes the refresh token it was sent, and a
+    """Every canned answer of testing/tokenserver.py (but "drop") now echoes the refresh token it was sent, and a
     JWT, in its body and a header."""
     data = stale()
     values = [data["tokens"]["refresh_token"], data["tokens"]["access_token"]]

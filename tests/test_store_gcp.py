@@ -1,4 +1,4 @@
-"""GCP Secret Manager store specifics, against the loopback gRPC fake (tests/fake_secretmanager.py).
+"""GCP Secret Manager store specifics, against the loopback gRPC fake (testing/fake_secretmanager.py).
 
 The shared contract (round trip, CAS, denied, unreachable, foreign payload) is in test_store_contract.py.
 """

@@ -1,4 +1,5 @@
-"""Vault-specific behaviour of the vault:// store, against the session's OpenBao dev server (target_vault.py)."""
+"""Vault-specific behaviour of the vault:// store, against the session's OpenBao dev server
+(testing/targets/vault.py)."""
 
 from __future__ import annotations
 
