@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -29,6 +30,16 @@ ROOT = Path(__file__).resolve().parent.parent
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in SCRUBBED:
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def fresh_logger() -> Iterator[None]:
+    """Each test starts with codex-ci's logger as a new process has it: a command run in-process (CliRunner) sets
+    its level and a handler on a stream that is closed once that command returns."""
+    log = logging.getLogger("codex_ci")
+    saved = (log.handlers[:], log.level, log.propagate)
+    yield
+    log.handlers[:], log.level, log.propagate = saved
 
 
 @pytest.fixture
