@@ -1,11 +1,13 @@
 """What every test and harness run checks and scrubs: the environment variables that would change what the CLI
-does, that no canary token and no JWT reaches any output, and whether a process holds a lock."""
+does, that no canary token and no JWT reaches any output, whether a process holds a lock; and a umask for a block."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 JWT = re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}")
@@ -36,3 +38,13 @@ def flock_held(path: Path) -> bool:
     finally:
         os.close(fd)  # closing releases it
     return False
+
+
+@contextlib.contextmanager
+def umask(value: int) -> Iterator[None]:
+    """Run the block with this process's umask set to ``value``."""
+    old = os.umask(value)
+    try:
+        yield
+    finally:
+        os.umask(old)

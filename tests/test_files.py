@@ -10,7 +10,6 @@ without the lock when the lock file is unusable.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
@@ -19,7 +18,6 @@ import socket
 import stat
 import subprocess
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ from conftest import login, run_process, write_login
 
 from codex_ci import files
 from codex_ci.errors import ExitCode, FileSystemError
+from testing.checks import umask
 from testing.tokenserver import TokenServer
 
 OLD = "2024-01-01T00:00:00.000000Z"
@@ -39,13 +38,6 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(os.lstat(path).st_mode)
 
 
-@contextlib.contextmanager
-def umask(value: int) -> Iterator[None]:
-    old = os.umask(value)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 def seed_env(data: dict[str, Any]) -> dict[str, str]:

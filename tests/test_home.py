@@ -6,8 +6,6 @@ import json
 import logging
 import os
 import stat
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,20 +17,13 @@ from codex_ci.home import CONFIG_LINE, Home
 from codex_ci.locks import AuthLock
 from codex_ci.secret import Secret
 from codex_ci.state import State
-from testing.checks import flock_held
+from testing.checks import flock_held, umask
 
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(os.lstat(path).st_mode)
 
 
-@contextmanager
-def umask(value: int) -> Iterator[None]:
-    old = os.umask(value)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 # -- paths -------------------------------------------------------------------------------------------------------
