@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -28,9 +28,6 @@ from codex_ci.options import (
 )
 from codex_ci.report import mask, report
 from codex_ci.settings import parse_duration
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger("codex_ci")
 
@@ -151,7 +148,7 @@ def refresh(
         settings = RefreshSettings.for_refresh(
             min_ttl=min_ttl, max_age=max_age, force=force, timeout=timeout, retries=retries,
             lock_timeout=lock_timeout, lease_ttl=lease_ttl, lease_wait=lease_wait)
-        commands.refresh(codex_home, store, settings, "codex-ci refresh", handout)
+        commands.refresh(codex_home, store, settings, title="codex-ci refresh", handout=handout)
 
     _run(body)
 
@@ -177,8 +174,8 @@ def restore(
     """Write the store's login to auth.json, unless auth.json holds a newer rotation of its own.
 
     A store holding an access-only copy (a handout), or --access-only, writes a copy that can rotate nothing."""
-    _run(lambda: commands.sync("restore", from_url, "--from", codex_home, lock_timeout, force,
-                       access_only=access_only, min_ttl=min_ttl))
+    _run(lambda: commands.sync("restore", from_url, "--from", codex_home=codex_home, lock_timeout=lock_timeout,
+                               force=force, access_only=access_only, min_ttl=min_ttl))
 
 
 @app.command()
@@ -195,7 +192,8 @@ def persist(
     ] = False,
 ) -> None:
     """Write auth.json back to the store if it changed, by compare-and-set; never over a newer login."""
-    _run(lambda: commands.sync("persist", to_url, "--to", codex_home, lock_timeout, force))
+    _run(lambda: commands.sync("persist", to_url, "--to", codex_home=codex_home, lock_timeout=lock_timeout,
+                               force=force))
 
 
 @app.command()
@@ -227,7 +225,7 @@ def keepalive(
         settings = RefreshSettings.for_keepalive(
             min_ttl=min_ttl, max_age=max_age, timeout=timeout, retries=retries, lock_timeout=lock_timeout,
             lease_ttl=lease_ttl, lease_wait=lease_wait)
-        commands.refresh(codex_home, url, settings, "codex-ci keepalive", handout, rotator=True)
+        commands.refresh(codex_home, url, settings, title="codex-ci keepalive", handout=handout, rotator=True)
         report = read_status(Home.resolve(codex_home), min_ttl=settings.policy.min_ttl, lock_timeout=lock_timeout)
         log.info("health: %s", report.health)
         return report.exit_code

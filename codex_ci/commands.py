@@ -16,8 +16,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("codex_ci")
 
 
-def refresh(codex_home: str | None, store: str | None, settings: RefreshSettings, title: str,
-             handout: str | None = None, *, rotator: bool = False) -> None:
+def refresh(codex_home: str | None, store: str | None, settings: RefreshSettings, *, title: str,
+            handout: str | None = None, rotator: bool = False) -> None:
     """One local refresh, or with a store the distributed one; then the report."""
     from codex_ci.home import Home
 
@@ -61,8 +61,8 @@ def open_store(url: str) -> Store:
     return store
 
 
-def sync(command: str, url: str | None, option: str, codex_home: str | None, lock_timeout: float, force: bool,
-          *, access_only: bool = False, min_ttl: str = "1h") -> None:
+def sync(command: str, url: str | None, option: str, *, codex_home: str | None, lock_timeout: float, force: bool,
+         access_only: bool = False, min_ttl: str = "1h") -> None:
     """restore or persist: one core call, then the report (output ``restored`` or ``persisted``)."""
     from codex_ci import sync as core
     from codex_ci.home import Home
