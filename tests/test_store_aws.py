@@ -175,6 +175,30 @@ def test_region_from_arn_and_sibling_stays_there(aws_target: StoreTarget) -> Non
         "ap-south-1"
 
 
+def test_the_lease_of_a_secret_in_another_account_is_not_made_in_ours(aws_target: StoreTarget) -> None:
+    """A secret shared from another account, named by its ARN: its lease must live next to it, in that account
+    (runners of both accounts share it). codex-ci can only create a secret in the caller's account, so it removes
+    what it made there and says which secret to create."""
+    name = name_of(aws_target)
+    arn = f"arn:aws:secretsmanager:us-east-1:999999999999:secret:{name}-Ab12Cd"
+    lease = open_env(aws_target, f"aws://{arn}").sibling("lease")
+    assert lease.url == f"aws://arn:aws:secretsmanager:us-east-1:999999999999:secret:{name}-lease"
+    with pytest.raises(StoreError) as caught:
+        lease.write('{"holder": "runner-a"}', None)
+    assert caught.value.exit_code == ExitCode.STORE and not isinstance(caught.value, StoreConflict)
+    assert "999999999999" in caught.value.message and f"{name}-lease" in (caught.value.hint or "")
+    with pytest.raises(client_of(aws_target).exceptions.ResourceNotFoundException):
+        client_of(aws_target).describe_secret(SecretId=f"{name}-lease")  # nothing left in the caller's account
+
+
+def test_the_key_tells_regions_and_accounts_apart() -> None:
+    client = object()
+    assert AwsStore("codex/login", client, "us-east-1").key == "aws://us-east-1//codex/login"
+    assert AwsStore("codex/login", client, "eu-west-1").key == "aws://eu-west-1//codex/login"
+    arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:codex/login-Ab12Cd"
+    assert AwsStore(arn, client, "eu-west-1").key == "aws://eu-west-1/123456789012/codex/login"
+
+
 def test_scheduled_for_deletion(aws_target: StoreTarget) -> None:
     store = open_env(aws_target)
     store.write("one", None)

@@ -13,7 +13,7 @@ import pytest
 from conftest import login
 
 from codex_ci.errors import ConfigError, ExitCode, StoredValueError, StoreError
-from codex_ci.stores import StoreConflict
+from codex_ci.stores import STORES, StoreConflict
 from testing.fake_github import BODY_MARKER, FakeGitHub
 from testing.targets import StoreTarget
 
@@ -34,6 +34,16 @@ def test_round_trip(store_target: StoreTarget) -> None:
     assert got is not None
     assert got.value == value and got.version == version
     assert "CANARY" not in repr(got) and "CANARY" not in repr(store)
+
+
+def test_the_registry_says_what_the_store_can_do(store_target: StoreTarget) -> None:
+    """The registry's compare-and-set is the store's; its key is stable and is not its sibling's."""
+    store, again = store_target.open(), store_target.open()
+    assert STORES[store_target.kind].compare_and_set is store.compare_and_set is (store_target.kind != "github")
+    assert store.key == again.key and store.url == store_target.url
+    if store.compare_and_set:
+        assert store.sibling("lease").key != store.key
+        store.check_writable()  # a no-op where compare-and-set guards every write
 
 
 def test_create_if_absent_only_once(store_target: StoreTarget) -> None:
