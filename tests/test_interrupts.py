@@ -8,15 +8,13 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import FrameType
 
 import pytest
 
 from codex_ci import interrupts
 from codex_ci.errors import ExitCode, Interrupted
-
-Handler = Callable[[int, FrameType | None], object] | int | signal.Handlers | None
 
 
 class Clock:
@@ -30,13 +28,13 @@ class Clock:
 
 
 @pytest.fixture(autouse=True)
-def restore_handlers(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[int, Handler]]:
+def restore_handlers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The handlers as they were, put back after the test; the module's state starts (and is left) clean."""
     monkeypatch.setattr(interrupts, "_depth", 0)
     monkeypatch.setattr(interrupts, "_pending", None)
     monkeypatch.setattr(interrupts, "_pending_at", None)
     saved = {signum: signal.getsignal(signum) for signum in interrupts.SIGNALS}
-    yield saved
+    yield
     for signum, handler in saved.items():
         signal.signal(signum, handler)
 
