@@ -1,7 +1,7 @@
-"""Tools for the kill -9 tests (tests/properties/test_crash.py): kill a real ``python -m codex_ci`` at a chosen moment, a
-token endpoint that timestamps each request and can be waited on until idle, checks that a file or a stored value
-is one complete version, a tally of the outcomes, and a start-up hook that kills (or stops) the process at an
-exact step of an atomic write.
+"""Tools for the kill -9 tests (tests/properties/test_crash.py): kill a real ``python -m codex_ci`` at a chosen
+moment, a token endpoint that timestamps each request and can be waited on until idle, checks that a file or a
+stored value is one complete version, a tally of the outcomes, and a start-up hook that kills (or stops) the process
+at an exact step of an atomic write.
 """
 
 from __future__ import annotations
