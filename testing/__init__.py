@@ -7,5 +7,6 @@
 - ``faultproxy``: an HTTP proxy that injects faults between a client and a real server;
 - ``targets``: a running store and a fresh secret location on it, per store kind; ``fixtures``: their pytest
   fixtures (a plugin that tests/conftest.py loads);
-- ``crashkit``: the kill -9 tests' tools; ``checks``: canary and scrubbing checks; ``soak``: fast or soak sizes.
+- ``crashkit``: the kill -9 tests' tools; ``checks``: canary and scrubbing checks; ``soak``: fast or soak sizes;
+- ``tables``: the token endpoint's answers and the stores' faults, each with its exit code (tests/properties/).
 """

@@ -12,6 +12,8 @@ unreachable server. Faults are injected into real servers:
 - the file store's disk operations (``read_file`` / ``write_atomic`` in codex_ci.stores.file), made to fail with
   EIO/ENOSPC: the tests run as root, so permissions cannot make a local disk refuse.
 
+Each endpoint answer and each store fault, with the exit code it must end with, is a row of testing/tables.py.
+
 "Nothing lost", checked after every failure: auth.json is byte for byte what it was (after a rotation: it holds the
 new login, so ``persist`` can save it, and the error says so); the store holds the same version, or a newer login;
 the state file is unchanged; the token server saw no refresh token reused; and the ``cli`` fixture checks that no
@@ -40,20 +42,20 @@ from conftest import login, write_login
 from codex_ci.errors import ExitCode, FileSystemError, TransientError
 from codex_ci.stores import Versioned
 from testing.faultproxy import DROP, LANDED_DROP, LANDED_RESET, RESET, Action, Before, FaultProxy, Reply, Req, Rule
+from testing.tables import ENDPOINT, SERVER_KINDS, STORE_FAULTS, STORE_KINDS, endpoint, store_fault
 from testing.targets import StoreTarget
 from testing.tokenserver import TokenServer
 
 # ---- store fault injectors ----------------------------------------------------------------------------------------
 
-FAULTS = ("5xx", "throttle", "denied", "drop")
-
 
 class StoreFaults:
     """Inject faults into one store location's calls. ``op``: read, write (a value) or move (the CAS step of AWS
-    and GCP; a write for Vault and the file store). ``which``: the login or its lease record."""
+    and GCP; a write for Vault and the file store). ``which``: the login or its lease record. ``fault``: a
+    ``call`` fault of testing/tables.py's STORE_FAULTS; by default it lasts the row's ``attempts``, so it fails
+    one call of the store's client."""
 
     kind = ""
-    attempts = 1  # how many times the store's SDK tries one call by itself
 
     def __init__(self, target: StoreTarget) -> None:
         self.target = target
@@ -96,7 +98,7 @@ class ProxiedFaults(StoreFaults):
 
     def fail(self, op: str, which: str, fault: str, *, count: int | None = None, nth: int = 1) -> None:
         action = LANDED_DROP if fault == "landed" else self.replies[fault]
-        self.proxy.add(self.match(op, which), action, nth=nth, count=count or self.attempts)
+        self.proxy.add(self.match(op, which), action, nth=nth, count=count or store_fault(self.kind, fault).attempts)
 
     def interfere(self, values: Iterator[str], *, count: int) -> None:
         self.proxy.add(self.match("move", "login"), Before(lambda: self.intrude(next(values))), count=count)
@@ -130,7 +132,6 @@ class VaultFaults(ProxiedFaults):
 
 class AwsFaults(ProxiedFaults):
     kind = "aws"
-    attempts = 4  # codex-ci's botocore Config retries={"max_attempts": 3}: retries, so 4 attempts in all
     ctype = "application/x-amz-json-1.1"
     replies = {
         "5xx": Reply(503, b'{"__type":"ServiceUnavailableException","message":"unavailable"}', ctype),
@@ -160,10 +161,6 @@ class AwsFaults(ProxiedFaults):
             return req.headers.get("X-Amz-Target", "").rpartition(".")[2] in operations
 
         return match
-
-    def fail(self, op: str, which: str, fault: str, *, count: int | None = None, nth: int = 1) -> None:
-        # AccessDenied is not retried by the SDK: one answer fails the call
-        super().fail(op, which, fault, count=count or (1 if fault == "denied" else self.attempts), nth=nth)
 
 
 class GcpFaults(StoreFaults):
@@ -229,7 +226,8 @@ class GcpFaults(StoreFaults):
             self.rules.append((set(self.methods[op]), secret, action, Rule(lambda _: True, DROP, nth, count)))
 
     def fail(self, op: str, which: str, fault: str, *, count: int | None = None, nth: int = 1) -> None:
-        self._add(op, which, "landed" if fault == "landed" else self.codes[fault], count or 1, nth)
+        action = "landed" if fault == "landed" else self.codes[fault]
+        self._add(op, which, action, count or store_fault(self.kind, fault).attempts, nth)
 
     def intrude(self, value: str) -> None:
         self.fake.put(self.name, value.encode())  # directly, not through gRPC (and so not through the hooks)
@@ -291,7 +289,8 @@ class FileFaults(StoreFaults):
         raise FileSystemError(f"cannot {op} {path}: {why}")
 
     def fail(self, op: str, which: str, fault: str, *, count: int | None = None, nth: int = 1) -> None:
-        self.rules.append((op, self.paths[which], fault, Rule(lambda _: True, DROP, nth, count or 1)))
+        attempts = store_fault(self.kind, fault).attempts
+        self.rules.append((op, self.paths[which], fault, Rule(lambda _: True, DROP, nth, count or attempts)))
 
     def intrude(self, value: str) -> None:
         store = self.direct()
@@ -325,10 +324,9 @@ def faults(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> I
 
 # ---- helpers ------------------------------------------------------------------------------------------------------
 
-STORE_KINDS = ("file", "vault", "aws", "gcp")
-SERVER_KINDS = ("vault", "aws", "gcp")
-# every fault of every store: the file store's disk only fails one way
-STORE_FAULTS = [("file", "io")] + [(k, f) for k in SERVER_KINDS for f in FAULTS]
+# every fault an injector gives a store call, but a write that landed (its own test): the file store's disk only
+# fails one way
+CALL_FAULTS = [(row.kind, row.fault) for row in STORE_FAULTS if row.injected == "call" and row.fault != "landed"]
 
 
 def login_text(refresh_token: str, *, expires_in: int | None = 7200, last_refresh: str | None = None) -> str:
@@ -412,15 +410,17 @@ def assert_token_failure_lost_nothing(faults: StoreFaults, home: Path, before: d
     assert server.reused == 0 and not server.revoked
 
 
-@pytest.mark.parametrize("mode", ["http500", "http502", "http503"])
+# the JSON 5xx answers (the gateways' HTML pages come through the proxy below)
+@pytest.mark.parametrize("mode", [row.mode for row in ENDPOINT if row.server_error and row.json])
 def test_token_5xx_with_store_is_retried_then_transient(cli, home: Path, stale_store: StoreFaults,
                                                         token_server: TokenServer, mode: str) -> None:
+    row = endpoint(mode)
     before, stored = local_files(home), stale_store.direct().read()
     token_server.set_mode(mode)
     run = cmd(cli, stale_store, "refresh", "--retries", "1", home=home)
-    assert run.exit_code == ExitCode.TRANSIENT
-    assert token_server.posts == 2 and token_server.successes == 0
-    assert f"HTTP {mode[-3:]}" in one_error(run.stderr) and "Nothing was changed" in run.stderr
+    assert run.exit_code == row.exit_code
+    assert row.retried and token_server.posts == 2 and token_server.successes == 0
+    assert row.error in one_error(run.stderr) and "Nothing was changed" in run.stderr
     assert_token_failure_lost_nothing(stale_store, home, before, stored, token_server)
     token_server.set_mode("ok")  # the endpoint recovers: the next run rotates once and stores it
     assert cmd(cli, stale_store, "refresh", home=home).exit_code == 0
@@ -433,20 +433,22 @@ def test_token_503_with_every_server_store(cli, home: Path, faults: StoreFaults,
     faults.direct().write(login_text("CANARY-rt-0", expires_in=-60), None)
     assert cmd(cli, faults, "restore", home=home).exit_code == 0
     before, stored = local_files(home), faults.direct().read()
-    token_server.set_mode("http503")
+    row = endpoint("http503")
+    token_server.set_mode(row.mode)
     run = cmd(cli, faults, "refresh", "--retries", "0", home=home)
-    assert run.exit_code == ExitCode.TRANSIENT and "HTTP 503" in one_error(run.stderr)
+    assert run.exit_code == row.exit_code and row.error in one_error(run.stderr)
     assert_token_failure_lost_nothing(faults, home, before, stored, token_server)
 
 
 def test_429_retry_after_is_honoured_with_store(cli, home: Path, stale_store: StoreFaults,
                                                 token_server: TokenServer) -> None:
     """Retry-After: 1 sets the wait (seen in the retry notice, not timed); persistent 429 ends as exit 6."""
+    row = endpoint("http429")
     before, stored = local_files(home), stale_store.direct().read()
-    token_server.set_mode("http429")
+    token_server.set_mode(row.mode)
     run = cmd(cli, stale_store, "refresh", "--retries", "1", home=home)
-    assert run.exit_code == ExitCode.TRANSIENT
-    assert "answered HTTP 429 (rate_limited); retrying in 1.0s" in run.stderr and "HTTP 429" in one_error(run.stderr)
+    assert run.exit_code == row.exit_code
+    assert "answered HTTP 429 (rate_limited); retrying in 1.0s" in run.stderr and row.error in one_error(run.stderr)
     assert token_server.posts == 2
     assert_token_failure_lost_nothing(stale_store, home, before, stored, token_server)
     token_server.set_mode("http429", count=1)
@@ -529,11 +531,13 @@ def test_timeout_after_sending_with_store(cli, home: Path, faults: StoreFaults, 
     faults.direct().write(login_text("CANARY-rt-0", expires_in=-60), None)
     assert cmd(cli, faults, "restore", home=home).exit_code == 0
     before, stored = local_files(home), faults.direct().read()
+    row = endpoint("slow")
+    token_server.set_mode(row.mode)
     token_server.delay = 3
     run = cmd(cli, faults, "refresh", "--timeout", "0.5", home=home)
-    assert run.exit_code == ExitCode.TRANSIENT
-    assert "no answer from 127.0.0.1 in time" in one_error(run.stderr) and "may have reached" in run.stderr
-    assert token_server.posts == 1 and token_server.successes == 1  # spent server-side, as the error warns
+    assert run.exit_code == row.exit_code and row.ambiguous
+    assert row.error in one_error(run.stderr) and "may have reached" in run.stderr
+    assert token_server.posts == 1 and bool(token_server.spent_tokens()) == row.spent  # spent, as the error warns
     assert_token_failure_lost_nothing(faults, home, before, stored, token_server)
 
 
@@ -669,10 +673,11 @@ def test_tls_verification(cli, home: Path, file_target: StoreTarget, tls_token_s
 
 def test_rejected_login_with_store_changes_nothing(cli, home: Path, stale_store: StoreFaults,
                                                    token_server: TokenServer) -> None:
+    row = endpoint("invalidated")
     before, stored = local_files(home), stale_store.direct().read()
-    token_server.set_mode("invalidated")
+    token_server.set_mode(row.mode)
     run = cmd(cli, stale_store, "refresh", home=home)
-    assert run.exit_code == ExitCode.LOGIN_REJECTED and "rejected the login" in one_error(run.stderr)
+    assert run.exit_code == row.exit_code and row.rejected and row.error in one_error(run.stderr)
     assert token_server.posts == 1
     assert local_files(home) == before
     assert_store_unchanged(stale_store, stored)
@@ -691,7 +696,7 @@ def restored_home(cli: Any, faults: StoreFaults, home: Path, value: str) -> Vers
     return stored
 
 
-@pytest.mark.parametrize(("kind", "fault"), STORE_FAULTS)
+@pytest.mark.parametrize(("kind", "fault"), CALL_FAULTS)
 def test_restore_store_fault(cli, home: Path, faults: StoreFaults, kind: str, fault: str) -> None:
     """restore cannot read the store: exit 9, the local login and state stay as they were."""
     first = restored_home(cli, faults, home, login_text("CANARY-rt-1", last_refresh=stamp(60)))
@@ -699,7 +704,7 @@ def test_restore_store_fault(cli, home: Path, faults: StoreFaults, kind: str, fa
     before = local_files(home)
     faults.fail("read", "login", fault)
     run = cmd(cli, faults, "restore", home=home)
-    assert run.exit_code == ExitCode.STORE
+    assert run.exit_code == store_fault(kind, fault).exit_code
     assert names_the_store(one_error(run.stderr), faults)
     assert local_files(home) == before
     faults.clear()
@@ -707,7 +712,7 @@ def test_restore_store_fault(cli, home: Path, faults: StoreFaults, kind: str, fa
     assert local_token(home) == "CANARY-rt-2"
 
 
-@pytest.mark.parametrize(("kind", "fault"), STORE_FAULTS)
+@pytest.mark.parametrize(("kind", "fault"), CALL_FAULTS)
 def test_persist_store_fault(cli, home: Path, faults: StoreFaults, kind: str, fault: str) -> None:
     """persist cannot write: exit 9, the store keeps its version, auth.json and the state file are untouched, and
     a later persist writes the login."""
@@ -716,7 +721,7 @@ def test_persist_store_fault(cli, home: Path, faults: StoreFaults, kind: str, fa
     before = local_files(home)
     faults.fail("write", "login", fault)
     run = cmd(cli, faults, "persist", home=home)
-    assert run.exit_code == ExitCode.STORE
+    assert run.exit_code == store_fault(kind, fault).exit_code
     assert names_the_store(one_error(run.stderr), faults)
     assert_store_unchanged(faults, stored)
     assert local_files(home) == before
@@ -743,7 +748,7 @@ def test_refresh_store_fault_before_rotation(cli, home: Path, faults: StoreFault
     before = local_files(home)
     faults.fail(op, which, fault)
     run = cmd(cli, faults, "refresh", home=home)
-    assert run.exit_code == ExitCode.STORE
+    assert run.exit_code == store_fault(kind, fault).exit_code
     assert names_the_store(one_error(run.stderr), faults)
     assert token_server.posts == 0
     assert_store_unchanged(faults, stored)
@@ -754,7 +759,7 @@ def test_refresh_store_fault_before_rotation(cli, home: Path, faults: StoreFault
     assert token_of(faults.direct().read().value) == token_server.current_refresh_token
 
 
-@pytest.mark.parametrize(("kind", "fault"), STORE_FAULTS)
+@pytest.mark.parametrize(("kind", "fault"), CALL_FAULTS)
 def test_refresh_store_fault_after_rotation(cli, home: Path, faults: StoreFaults, token_server: TokenServer,
                                             kind: str, fault: str) -> None:
     """The login's write fails after the server rotated it: exit 9, the new login is in auth.json and the error
@@ -762,7 +767,7 @@ def test_refresh_store_fault_after_rotation(cli, home: Path, faults: StoreFaults
     stored = restored_home(cli, faults, home, login_text("CANARY-rt-0", expires_in=-60))
     faults.fail("write", "login", fault)
     run = cmd(cli, faults, "refresh", home=home)
-    assert run.exit_code == ExitCode.STORE
+    assert run.exit_code == store_fault(kind, fault).exit_code
     error = one_error(run.stderr)
     assert f"refreshed locally but could not save to {faults.url}" in error
     assert "codex-ci persist --to URL" in error
@@ -776,19 +781,19 @@ def test_refresh_store_fault_after_rotation(cli, home: Path, faults: StoreFaults
     assert token_server.reused == 0 and token_server.posts == 1
 
 
-@pytest.mark.parametrize("kind", SERVER_KINDS)
+@pytest.mark.parametrize("kind", [row.kind for row in STORE_FAULTS if row.fault == "landed"])
 def test_store_write_landed_but_answer_lost(cli, home: Path, faults: StoreFaults, token_server: TokenServer,
                                             kind: str) -> None:
     """The CAS step reached the store but its answer was lost. AWS: the SDK retries the stage move and codex-ci
     sees its own version current, so it succeeds. Vault and GCP: exit 9, then persist finds the store already
     holding this login ("unchanged"). Either way one rotation, and the store ends with it."""
+    row = store_fault(kind, "landed")
     restored_home(cli, faults, home, login_text("CANARY-rt-0", expires_in=-60))
     faults.fail("move", "login", "landed", count=1)
     run = cmd(cli, faults, "refresh", home=home)
-    if kind == "aws":
-        assert run.exit_code == 0, run.stderr
-    else:
-        assert run.exit_code == ExitCode.STORE and "refreshed locally" in one_error(run.stderr)
+    assert run.exit_code == row.exit_code, run.stderr
+    if row.exit_code != 0:
+        assert "refreshed locally" in one_error(run.stderr)
         faults.clear()
         run = cmd(cli, faults, "persist", home=home)
         assert run.exit_code == 0 and "already holds this login" in run.stderr
@@ -798,11 +803,15 @@ def test_store_write_landed_but_answer_lost(cli, home: Path, faults: StoreFaults
 
 def test_aws_sdk_retries_a_single_transient_fault(cli, home: Path, request: pytest.FixtureRequest,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """One 5xx, one throttling answer or one dropped connection is retried by botocore (3 retries)."""
+    """One 5xx, one throttling answer or one dropped connection is retried by botocore (3 retries): the faults
+    whose table row takes more than one attempt to fail a call."""
+    retried = [row.fault for row in STORE_FAULTS
+               if row.kind == "aws" and row.injected == "call" and row.attempts > 1 and row.fault != "landed"]
+    assert retried == ["5xx", "throttle", "drop"]
     faults = open_faults("aws", request, monkeypatch)
     try:
         restored_home(cli, faults, home, login_text("CANARY-rt-1", last_refresh=stamp(60)))
-        for i, fault in enumerate(("5xx", "throttle", "drop"), start=2):
+        for i, fault in enumerate(retried, start=2):
             (home / "auth.json").write_bytes(login_bytes(f"CANARY-rt-{i}", last_refresh=stamp(10 - i)))
             faults.fail("write", "login", fault, count=1)
             run = cmd(cli, faults, "persist", home=home)
@@ -871,10 +880,11 @@ def test_cas_conflict_storm_is_exit_10(cli, home: Path, faults: StoreFaults, kin
     assert token_of(faults.direct().read().value) == "CANARY-rt-2"
 
 
-@pytest.mark.parametrize("kind", SERVER_KINDS)
+@pytest.mark.parametrize("kind", [r.kind for r in STORE_FAULTS if r.fault == "unreachable" and r.injected == "env"])
 def test_unreachable_store(cli, home: Path, request: pytest.FixtureRequest, token_server: TokenServer,
                            kind: str) -> None:
     """A closed port: restore, persist and refresh --store all exit 9 and change nothing."""
+    row = store_fault(kind, "unreachable")
     target: StoreTarget = request.getfixturevalue(f"{kind}_target")
     target.open().write(login_text("CANARY-rt-0", expires_in=-60), None)
     assert cli("restore", "--from", target.url, "--codex-home", str(home), env=target.env).exit_code == 0
@@ -882,7 +892,7 @@ def test_unreachable_store(cli, home: Path, request: pytest.FixtureRequest, toke
     before, stored = local_files(home), target.open().read()
     for command, option in (("restore", "--from"), ("persist", "--to"), ("refresh", "--store")):
         run = cli(command, option, target.url, "--codex-home", str(home), env=target.unreachable_env)
-        assert run.exit_code == ExitCode.STORE, (command, run.stderr)
+        assert run.exit_code == row.exit_code, (command, run.stderr)
         assert names_the_store(one_error(run.stderr), target)
         assert local_files(home) == before
     after = target.open().read()
@@ -969,6 +979,9 @@ def test_interrupt_after_rotation_keeps_the_lease(cli, tmp_path: Path, file_targ
     assert local_token(first) == token_server.current_refresh_token  # rotated, saved only locally
     monkeypatch.setattr(distributed, "persist", real_persist)
     # before runner 1's persist step (the action's `if: always()` step), runner 2 starts its job
-    cli("refresh", "--store", file_target.url, "--lease-wait", "1", "--codex-home", str(second))
-    cli("persist", "--to", file_target.url, "--codex-home", str(first))
-    assert token_server.reused == 0 and not token_server.revoked
+    run = cli("refresh", "--store", file_target.url, "--lease-wait", "1", "--codex-home", str(second))
+    assert run.exit_code == ExitCode.LOCK_TIMEOUT and "refresh lease" in one_error(run.stderr)
+    run = cli("persist", "--to", file_target.url, "--codex-home", str(first))
+    assert run.exit_code == 0, run.stderr
+    assert token_server.posts == 1 and token_server.reused == 0 and not token_server.revoked
+    assert token_of(store.read().value) == token_server.current_refresh_token

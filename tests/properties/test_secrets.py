@@ -48,6 +48,7 @@ from codex_ci.refresh import TokenClient
 from codex_ci.stores import StoreConflict, Versioned, open_store
 from testing import tokenserver
 from testing.servers import ThreadedHTTPService
+from testing.tables import ENDPOINT, STORE_FAULTS, endpoint, store_fault
 from testing.targets import StoreTarget
 from testing.tokenserver import TokenServer, make_jwt
 
@@ -412,29 +413,6 @@ def echoing(reply: Any, *values: str) -> Any:
     return dataclasses.replace(reply, body=body, headers=(*reply.headers, ("X-Echo", values[0])))
 
 
-# mode, exit code, whether auth.json then holds a rotated login
-ENDPOINT_MODES: list[tuple[str, int, bool]] = [
-    ("ok", 0, True),
-    ("partial", 0, True),
-    ("empty_ok", 0, False),  # 200 {}: every token kept, last_refresh stamped
-    ("http500", 6, False),
-    ("http502", 6, False),
-    ("http503", 6, False),
-    ("http429", 6, False),
-    ("html500", 6, False),
-    ("expired", 5, False),
-    ("reused", 5, False),
-    ("invalidated", 5, False),
-    ("invalid_grant", 5, False),
-    ("code_toplevel", 5, False),
-    ("unauthorized", 5, False),
-    ("garbage", 6, False),
-    ("drop", 6, False),
-    ("drop_after_rotate", 6, False),
-    ("slow", 6, False),
-]
-
-
 @pytest.fixture
 def echo_faults(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every canned answer of testing/tokenserver.py (but "drop") now echoes the refresh token it was sent, and a
@@ -447,9 +425,10 @@ def echo_faults(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return values
 
 
-@pytest.mark.parametrize(("mode", "code", "rotated"), ENDPOINT_MODES, ids=[m[0] for m in ENDPOINT_MODES])
+@pytest.mark.parametrize("mode", [row.mode for row in ENDPOINT])
 def test_refresh_every_endpoint_answer(run, tmp_path: Path, token_server: TokenServer, echo_faults: list[str],
-                                       mode: str, code: int, rotated: bool) -> None:
+                                       mode: str) -> None:
+    row = endpoint(mode)
     home = tmp_path / "home"
     data = stale()
     write_login(home, data)
@@ -458,10 +437,10 @@ def test_refresh_every_endpoint_answer(run, tmp_path: Path, token_server: TokenS
     if mode == "slow":
         token_server.delay = 0.6
         args += ["--timeout", "0.2"]
-    run(*args, expect=code, canaries=tokens_of(data) + echo_faults, masked_first=tokens_of(data))
+    run(*args, expect=row.exit_code, canaries=tokens_of(data) + echo_faults, masked_first=tokens_of(data))
     after = tokens_on_disk(home)
-    assert (after != tokens_of(data)) == rotated
-    if not rotated:
+    assert (after != tokens_of(data)) == row.changed
+    if not row.changed:
         assert after == tokens_of(data)
 
 
@@ -589,9 +568,10 @@ def test_refresh_does_not_print_an_error_code_that_is_the_token(run, tmp_path: P
         run("refresh", "--codex-home", str(home), *RETRIES, expect=6, canaries=tokens_of(data))
 
 
-@pytest.mark.parametrize(("mode", "code", "rotated"), ENDPOINT_MODES, ids=[m[0] for m in ENDPOINT_MODES])
+@pytest.mark.parametrize("mode", [row.mode for row in ENDPOINT])
 def test_refresh_core_errors(records, tmp_path: Path, token_server: TokenServer, echo_faults: list[str],
-                             mode: str, code: int, rotated: bool) -> None:
+                             mode: str) -> None:
+    row = endpoint(mode)
     home = tmp_path / "home"
     data = stale()
     write_login(home, data)
@@ -604,13 +584,13 @@ def test_refresh_core_errors(records, tmp_path: Path, token_server: TokenServer,
     def call() -> object:
         return rotate.refresh_home(Home(home), policy, lock_timeout=5, client=TokenClient(read_timeout=0.2, attempts=1))
 
-    if code == 0:
+    if row.exit_code == 0:
         with NoSpawn():
             result = call()
         assert result.refreshed
         assert_clean("Result", repr(result), canaries + tokens_on_disk(home))
     else:
-        expect_error(CodexCIError, call, canaries, code)
+        expect_error(CodexCIError, call, canaries, row.exit_code)
     records(canaries + tokens_on_disk(home))
 
 
@@ -709,6 +689,30 @@ def put_foreign_with_secret(target: StoreTarget) -> list[str]:
     else:
         target.extra["server"].put(target.extra["name"], b"\xff" + f"{secret} {API_KEY}".encode())
     return [secret, API_KEY]
+
+
+def refusals(target: StoreTarget) -> list[str]:
+    """The faults of testing/tables.py that make the target's store refuse every call: a server unreachable or
+    denying its credentials; a directory in the file store's place."""
+    return [row.fault for row in STORE_FAULTS if row.kind == target.kind and row.fault in ("unreachable", "forbidden")]
+
+
+def broken_target(target: StoreTarget, fault: str, where: Path) -> tuple[StoreTarget, dict[str, str]]:
+    """A target and the environment in which its store fails with ``fault``: a server's ``env`` fault of
+    testing/tables.py, or a file store's ``path`` fault, made under ``where``."""
+    row = store_fault(target.kind, fault)
+    if row.injected == "env":
+        env = target.unreachable_env if fault == "unreachable" else target.denied_env
+        assert env is not None
+        return target, env
+    assert row.injected == "path", row
+    path = where / fault / "store.json"
+    if fault == "parent-is-a-file":
+        path.parent.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.write_text("")
+    else:
+        path.mkdir(parents=True)
+    return dataclasses.replace(target, url=f"file://{path}"), {}
 
 
 def store_cmd(target: StoreTarget, home: Path, command: str, *extra: str) -> list[str]:
@@ -849,18 +853,15 @@ def test_store_unreachable_or_denied(run, tmp_path: Path, store_target: StoreTar
     seen = tokens_of(data) + credentials(store_target.env)
     home = tmp_path / "home"
     write_login(home, data)
-    broken_envs = [store_target.unreachable_env, store_target.denied_env]
-    if store_target.kind == "file":  # root ignores file modes: a directory where the store file should be
-        Path(store_target.url[len("file://"):]).mkdir(parents=True)
-        broken_envs = [{}]
-    for env in broken_envs:
-        assert env is not None
+    for fault in refusals(store_target):
+        target, env = broken_target(store_target, fault, tmp_path / "broken")
+        code = store_fault(store_target.kind, fault).exit_code
         canaries = seen + credentials(env)
         # refresh --store and keepalive start with the same read as restore
-        run(*store_cmd(store_target, tmp_path / "new", "refresh"), env=env, expect=9, canaries=canaries)
-        run(*store_cmd(store_target, home, "persist"), env=env, expect=9, canaries=canaries,
+        run(*store_cmd(target, tmp_path / "new", "refresh"), env=env, expect=code, canaries=canaries)
+        run(*store_cmd(target, home, "persist"), env=env, expect=code, canaries=canaries,
             masked_first=tokens_of(data))
-        run(*store_cmd(store_target, home, "status"), env=env, expect=9, canaries=canaries)
+        run(*store_cmd(target, home, "status"), env=env, expect=code, canaries=canaries)
     assert tokens_on_disk(home) == tokens_of(data) and token_server.posts == 0
 
 
@@ -872,8 +873,9 @@ def test_store_foreign_and_invalid_payloads(run, tmp_path: Path, store_target: S
     write_login(home, mine)
     before = (home / "auth.json").read_bytes()
     seen = tokens_of(mine) + credentials(env) + put_foreign_with_secret(store_target)
+    code = store_fault(store_target.kind, "foreign").exit_code
     for command in ("restore", "status", "keepalive"):
-        run(*store_cmd(store_target, home, command), env=env, expect=3, canaries=seen)
+        run(*store_cmd(store_target, home, command), env=env, expect=code, canaries=seen)
     assert (home / "auth.json").read_bytes() == before
 
     other = dataclasses.replace(store_target, url=store_target.url + "-broken")
@@ -881,7 +883,8 @@ def test_store_foreign_and_invalid_payloads(run, tmp_path: Path, store_target: S
     put(other, broken)
     seen += seed_canaries(broken)
     for command in ("restore", "refresh"):
-        run(*store_cmd(other, home, command), env=env, expect=3, canaries=seen)
+        run(*store_cmd(other, home, command), env=env, expect=store_fault(other.kind, "truncated").exit_code,
+            canaries=seen)
     assert (home / "auth.json").read_bytes() == before
     run(*store_cmd(other, home, "persist"), env=env, expect=0, canaries=seen, masked_first=tokens_of(mine))
     assert token_server.posts == 0
@@ -923,20 +926,18 @@ def test_store_refresh_failures(run, tmp_path: Path, store_target: StoreTarget, 
     put(store_target, data)
     seen = tokens_of(data) + credentials(env) + echo_faults
     token_server.set_mode("reused")
-    run(*store_cmd(store_target, tmp_path / "a", "refresh"), env=env, expect=5, canaries=seen,
-        masked_first=tokens_of(data))
+    run(*store_cmd(store_target, tmp_path / "a", "refresh"), env=env, expect=endpoint("reused").exit_code,
+        canaries=seen, masked_first=tokens_of(data))
     lease = store_target.open().sibling("lease").read()
     assert lease is not None and json.loads(lease.value)["holder"] is None
     token_server.set_mode("ok")
-    if store_target.kind == "file":  # a store whose directory is a file
-        (tmp_path / "not-a-dir").write_text("")
-        broken, broken_env = open_store(f"file://{tmp_path / 'not-a-dir'}/store.json"), {}
-    else:
-        broken_env = store_target.unreachable_env
-        broken = store_target.open(broken_env)
+    unwritable = "parent-is-a-file" if store_target.kind == "file" else "unreachable"
+    target, broken_env = broken_target(store_target, unwritable, tmp_path / "broken")
+    broken = target.open(broken_env)
     serve(monkeypatch, store_target, lambda store: BrokenWrites(store, broken))
     home = tmp_path / "b"
-    out = run(*store_cmd(store_target, home, "refresh"), env=env, expect=9, canaries=seen + credentials(broken_env),
+    code = store_fault(store_target.kind, unwritable).exit_code
+    out = run(*store_cmd(store_target, home, "refresh"), env=env, expect=code, canaries=seen + credentials(broken_env),
               masked_first=tokens_of(data))
     assert "refreshed locally but could not save" in out.stderr
     rotated = tokens_on_disk(home)
@@ -1015,12 +1016,13 @@ def test_store_servers_that_echo_the_request(run, tmp_path: Path, store_target: 
     home = tmp_path / "home"
     write_login(home, data)
     seen = tokens_of(data) + credentials(env)
-    out = run(*store_cmd(store_target, home, "persist"), env=env, expect=9, canaries=seen,
+    code = store_fault(store_target.kind, "echo").exit_code
+    out = run(*store_cmd(store_target, home, "persist"), env=env, expect=code, canaries=seen,
               masked_first=tokens_of(data))
     assert "cannot write" in out.stderr or "cannot create" in out.stderr or "add a version" in out.stderr
     flags["fail_reads"] = True
-    run(*store_cmd(store_target, tmp_path / "new", "restore"), env=env, expect=9, canaries=seen)
-    run(*store_cmd(store_target, home, "status"), env=env, expect=9, canaries=seen)
+    run(*store_cmd(store_target, tmp_path / "new", "restore"), env=env, expect=code, canaries=seen)
+    run(*store_cmd(store_target, home, "status"), env=env, expect=code, canaries=seen)
 
 
 def test_store_core_errors_when_the_server_echoes(records, tmp_path: Path, store_target: StoreTarget,
@@ -1031,9 +1033,10 @@ def test_store_core_errors_when_the_server_echoes(records, tmp_path: Path, store
     write_login(home, data)
     seen = tokens_of(data) + credentials(env)
     store = open_store(store_target.url, {**os.environ, **env})
-    expect_error(StoreError, lambda: sync.persist(Home(home), store, lock_timeout=5), seen, ExitCode.STORE)
+    code = store_fault(store_target.kind, "echo").exit_code
+    expect_error(StoreError, lambda: sync.persist(Home(home), store, lock_timeout=5), seen, code)
     flags["fail_reads"] = True
-    expect_error(StoreError, lambda: sync.restore(Home(tmp_path / "new"), store, lock_timeout=5), seen, ExitCode.STORE)
+    expect_error(StoreError, lambda: sync.restore(Home(tmp_path / "new"), store, lock_timeout=5), seen, code)
     records(seen)
 
 
@@ -1050,20 +1053,19 @@ def test_store_core_errors(records, tmp_path: Path, store_target: StoreTarget, t
         return distributed.distributed_refresh(Home(home), store, policy, lease_ttl=timedelta(minutes=2), lease_wait=5,
                                         client=TokenClient(attempts=1), **lock)
 
-    broken = [store_target.unreachable_env, store_target.denied_env] if store_target.kind != "file" else []
-    for env in broken:
-        assert env is not None
-        store = store_target.open(env)
+    for fault in refusals(store_target):
+        target, env = broken_target(store_target, fault, tmp_path / "broken")
+        store = target.open(env)
         for call in (lambda s=store: sync.restore(Home(tmp_path / "new"), s, **lock),
                      lambda s=store: sync.persist(Home(home), s, **lock), lambda s=store: refresh(s),
                      lambda s=store: status.store_view(s, Home(home))):
-            expect_error(StoreError, call, seen + credentials(env), ExitCode.STORE)
+            expect_error(StoreError, call, seen + credentials(env), store_fault(store_target.kind, fault).exit_code)
 
     seen += put_foreign_with_secret(store_target)
     store = store_target.open()
     for call in (lambda: sync.restore(Home(home), store, **lock), lambda: refresh(store),
                  lambda: status.store_view(store, Home(home))):
-        expect_error(StoredValueError, call, seen, ExitCode.INVALID)
+        expect_error(StoredValueError, call, seen, store_fault(store_target.kind, "foreign").exit_code)
 
     other = store_target.open().sibling("other")
     first_version = other.write(
