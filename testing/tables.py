@@ -120,7 +120,7 @@ STORE_FAULTS: tuple[StoreFault, ...] = (
     StoreFault("file", "forbidden", "path", 1, _STORE,
                "a directory where the store's file should be (root ignores file modes, so nothing is denied)"),
     StoreFault("file", "parent-is-a-file", "path", 1, _STORE,
-               "the store's directory is a file: every write fails (a read finds nothing there: no login, exit 4)"),
+               "the store's directory is a file: every read and write fails"),
     StoreFault("vault", "5xx", "call", 1, _STORE, "503 Vault is sealed"),
     StoreFault("vault", "throttle", "call", 1, _STORE, "429 rate limit quota exceeded"),
     StoreFault("vault", "denied", "call", 1, _STORE, "403 permission denied"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,10 +57,13 @@ class FileStore:
 
     def read(self) -> Versioned | None:
         try:
-            if not self.path.parent.is_dir():
-                return None
+            info = self.path.parent.stat()
+        except FileNotFoundError:
+            return None  # no directory yet: no secret yet (write creates both)
         except OSError as exc:
             raise StoreError(f"cannot use {self.url}: {exc.strerror or type(exc).__name__}") from None
+        if not stat.S_ISDIR(info.st_mode):
+            raise StoreError(f"cannot use {self.url}: {self.path.parent} is not a directory")
         with self._locked():
             return self._load()
 
@@ -90,6 +94,6 @@ def open_store(location: str, env: Mapping[str, str]) -> FileStore:
         path = Path(location).expanduser().absolute()
     except RuntimeError:  # ~user that does not exist
         raise ConfigError("the file:// store path names an unknown user's home") from None
-    if not path.name or path == path.parent:
+    if not path.name or path == path.parent or location.endswith("/"):
         raise ConfigError("a file:// store must name a file, not a directory")
     return FileStore(path)
