@@ -7,6 +7,7 @@ Every server listens on 127.0.0.1.
 
 from __future__ import annotations
 
+import shutil
 import signal
 import socket
 import subprocess
@@ -36,13 +37,25 @@ def free_port() -> int:
 
 def die_with_parent() -> None:
     """In a child, before exec: get SIGTERM when the parent dies, however it dies (Linux), so a server never
-    outlives the tests or the benchmark that started it."""
+    outlives the tests or the benchmark that started it. Only where ``setpriv`` is missing (see ``tethered``):
+    Python code between fork and exec can crash a child forked from a process that runs gRPC's threads."""
     try:
         import ctypes
 
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+
+
+def tethered(command: Sequence[str]) -> tuple[list[str], Callable[[], None] | None]:
+    """``command`` made to get SIGTERM when this process dies (Linux), and the preexec_fn that needs, if any:
+    util-linux's ``setpriv --pdeathsig`` runs no Python in the forked child; the ctypes fallback does."""
+    if sys.platform != "linux":
+        return list(command), None
+    setpriv = shutil.which("setpriv")
+    if setpriv is not None:
+        return [setpriv, "--pdeathsig", "TERM", "--", *command], None
+    return list(command), die_with_parent
 
 
 def http_ok(path: str) -> Callable[[int], bool]:
@@ -118,10 +131,10 @@ def start_server(command: Callable[[int], Sequence[str]], healthy: Callable[[int
         port = free_port()
         out = open(log, "ab") if log is not None else None  # noqa: SIM115 (closed once the child has it)
         try:
+            argv, preexec = tethered(command(port))
             proc = subprocess.Popen(
-                list(command(port)), stdin=subprocess.DEVNULL, stdout=out or subprocess.DEVNULL,
-                stderr=subprocess.STDOUT, env=None if env is None else dict(env), cwd=cwd, start_new_session=True,
-                preexec_fn=die_with_parent if sys.platform == "linux" else None,
+                argv, stdin=subprocess.DEVNULL, stdout=out or subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                env=None if env is None else dict(env), cwd=cwd, start_new_session=True, preexec_fn=preexec,
             )
         finally:
             if out is not None:

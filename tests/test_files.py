@@ -86,7 +86,7 @@ def test_modes_in_a_real_process_under_umask_000(tmp_path: Path) -> None:
     env = seed_env(login())
     for args in (("seed", "--codex-home", str(home)), ("persist", "--to", f"file://{store}", "--codex-home",
                                                       str(home))):
-        run = run_process(*args, env=env, timeout=30, preexec_fn=lambda: os.umask(0))
+        run = run_process(*args, env=env, timeout=30, umask=0)  # set by the fork's C code: no Python runs there
         assert run.exit_code == 0, run.stderr
     assert mode(home) == mode(store.parent) == 0o700
     assert [mode(p) for p in (home / "auth.json", home / "config.toml", home / "auth.json.lock", home /
@@ -273,12 +273,9 @@ def test_a_hardlinked_auth_json_is_replaced_not_written_through(cli, tmp_path: P
 
 
 def as_nobody(*argv: str) -> subprocess.CompletedProcess[str]:
-    def drop() -> None:
-        os.setgroups([])
-        os.setgid(NOBODY)
-        os.setuid(NOBODY)
-
-    return subprocess.run(list(argv), preexec_fn=drop, capture_output=True, text=True, timeout=10)
+    """Run ``argv`` as nobody (the fork's C code drops the groups, the gid, then the uid: no Python runs there)."""
+    return subprocess.run(list(argv), user=NOBODY, group=NOBODY, extra_groups=[], capture_output=True, text=True,
+                          timeout=10)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown")
