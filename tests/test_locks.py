@@ -15,7 +15,7 @@ import pytest
 
 from codex_ci.errors import ExitCode, FileSystemError, LockTimeoutError
 from codex_ci.locks import LOCK_NAME, OUTER_LOCK_NAME, AuthLock, Flock, SharedAuthLock
-from testing.checks import flock_held
+from testing.checks import flock_held, umask
 
 SHORT = 0.2  # seconds: the wait when the lock is expected to stay taken
 
@@ -45,15 +45,6 @@ def can_take(path: Path, kind: int) -> bool:
     finally:
         os.close(fd)
     return True
-
-
-@contextmanager
-def umask(value: int) -> Iterator[None]:
-    old = os.umask(value)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 # -- Flock -------------------------------------------------------------------------------------------------------

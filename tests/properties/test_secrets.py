@@ -720,11 +720,11 @@ def store_cmd(target: StoreTarget, home: Path, command: str, *extra: str) -> lis
     return [command, option, target.url, "--codex-home", str(home), *extra]
 
 
-class RacingStore:
-    """Before each of our writes, another runner writes an older login: every compare-and-set loses."""
+class Wrapped:
+    """A real store with every Protocol member passed through; subclasses change ``write``."""
 
-    def __init__(self, inner: Any, rival: Callable[[int], str]) -> None:
-        self.inner, self.rival, self.rivals = inner, rival, 0
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
 
     @property
     def url(self) -> str:
@@ -749,6 +749,20 @@ class RacingStore:
     def read(self) -> Versioned | None:
         result: Versioned | None = self.inner.read()
         return result
+
+    def write(self, value: str, expected: str | None) -> str:
+        return str(self.inner.write(value, expected))
+
+    def sibling(self, suffix: str) -> Any:
+        return self.inner.sibling(suffix)
+
+
+class RacingStore(Wrapped):
+    """Before each of our writes, another runner writes an older login: every compare-and-set loses."""
+
+    def __init__(self, inner: Any, rival: Callable[[int], str]) -> None:
+        super().__init__(inner)
+        self.rival, self.rivals = rival, 0
 
     def write(self, value: str, expected: str | None) -> str:
         current = self.inner.read()
@@ -756,45 +770,16 @@ class RacingStore:
         self.inner.write(self.rival(self.rivals), current.version if current else None)
         return str(self.inner.write(value, expected))
 
-    def sibling(self, suffix: str) -> Any:
-        return self.inner.sibling(suffix)
 
-
-class BrokenWrites:
+class BrokenWrites(Wrapped):
     """Reads and the lease work; writes of the login itself fail the way ``broken`` (a real store) fails."""
 
     def __init__(self, inner: Any, broken: Any) -> None:
-        self.inner, self.broken = inner, broken
-
-    @property
-    def url(self) -> str:
-        return str(self.inner.url)
-
-    @property
-    def key(self) -> str:
-        return str(self.inner.key)
-
-    @property
-    def compare_and_set(self) -> bool:
-        return bool(self.inner.compare_and_set)
-
-    @property
-    def missing_hint(self) -> str | None:
-        hint: str | None = self.inner.missing_hint
-        return hint
-
-    def check_writable(self) -> None:
-        self.inner.check_writable()
-
-    def read(self) -> Versioned | None:
-        result: Versioned | None = self.inner.read()
-        return result
+        super().__init__(inner)
+        self.broken = broken
 
     def write(self, value: str, expected: str | None) -> str:
         return str(self.broken.write(value, expected))
-
-    def sibling(self, suffix: str) -> Any:
-        return self.inner.sibling(suffix)
 
 
 def serve(monkeypatch: pytest.MonkeyPatch, target: StoreTarget, wrap: Callable[[Any], Any]) -> None:
