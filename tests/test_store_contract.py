@@ -176,10 +176,11 @@ def test_github_has_no_compare_and_set_and_the_last_writer_wins(github_target: S
     assert store.compare_and_set is False
     v1 = store.write(payload("CANARY-rt-1"), None)
     store.write(payload("CANARY-rt-2"), None)  # "only if absent" cannot be honoured: it writes
-    store.write(payload("CANARY-rt-3"), v1)  # a stale version neither
+    last = payload("CANARY-rt-3")  # made once: a login's times come from the clock
+    store.write(last, v1)  # a stale version neither
     assert [s for (m, _), s in zip(server.requests, server.statuses, strict=True) if m == "PUT"] == [201, 204, 204]
     scope, name = str(github_target.extra["scope"]), str(github_target.extra["name"])
-    assert server.value(scope, name) == payload("CANARY-rt-3").encode()
+    assert server.value(scope, name) == last.encode()
 
 
 def test_github_large_and_unicode_values(github_target: StoreTarget) -> None:
