@@ -93,12 +93,21 @@ def index_files(index: str) -> list[tuple[str, str, str]]:
     return files
 
 
+def default_index() -> str:
+    """pip's own default index (the public one) when PIP_INDEX_URL names none; LookupError without pip."""
+    try:
+        from pip._internal.models.index import PyPI
+    except ImportError:
+        raise LookupError("no PIP_INDEX_URL, and no pip to name its default index") from None
+    return str(PyPI.simple_url)
+
+
 def download(lock: Path, out: Path) -> Path:
     value = os.environ.get("PIP_NO_INDEX", "").lower()
     if value in ("1", "true", "yes", "on"):
         raise LookupError("PIP_NO_INDEX is set")
     version, hashes = pinned(lock)
-    index = os.environ.get("PIP_INDEX_URL") or "https://pypi.org/simple"
+    index = os.environ.get("PIP_INDEX_URL") or default_index()
     prefix = f"uv-{version}-py3-none-"
     ranked = [(rank, name, url) for name, url, digest in index_files(index)
               if name.startswith(prefix) and name.endswith(".whl") and digest in hashes
