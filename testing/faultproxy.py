@@ -73,6 +73,14 @@ class Rule:
     seen: int = 0
     hits: int = 0
 
+    def fires(self) -> bool:
+        """Count one matching call; True for the ``nth`` to ``nth + count - 1``-th of them (the faulted ones)."""
+        self.seen += 1
+        if self.nth <= self.seen < self.nth + self.count:
+            self.hits += 1
+            return True
+        return False
+
 
 class _ProxyHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -191,11 +199,8 @@ class FaultProxy(ThreadedHTTPService):
         with self._lock:
             self.log.append((req.method, req.path, req.headers.get("X-Amz-Target", "")))
             for rule in self.rules:
-                if rule.match(req):
-                    rule.seen += 1
-                    if rule.nth <= rule.seen < rule.nth + rule.count:
-                        rule.hits += 1
-                        return rule.action
+                if rule.match(req) and rule.fires():
+                    return rule.action
         return None
 
     def close(self) -> None:

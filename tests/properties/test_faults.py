@@ -201,12 +201,10 @@ class GcpFaults(StoreFaults):
             chosen = None
             with self._lock:
                 for methods, secret, action, rule in self.rules:
-                    if method in methods and (resource == secret or resource.startswith(secret + "/versions/")):
-                        rule.seen += 1
-                        if rule.nth <= rule.seen < rule.nth + rule.count:
-                            rule.hits += 1
-                            chosen = action
-                            break
+                    if (method in methods and (resource == secret or resource.startswith(secret + "/versions/"))
+                            and rule.fires()):
+                        chosen = action
+                        break
             if chosen is None:
                 return
             if callable(chosen):  # another writer first, then the call itself
@@ -274,12 +272,9 @@ class FileFaults(StoreFaults):
     def _check(self, op: str, path: Path) -> None:
         chosen = None
         for rule_op, rule_path, action, rule in self.rules:
-            if rule_op == op and rule_path == path:
-                rule.seen += 1
-                if rule.nth <= rule.seen < rule.nth + rule.count:
-                    rule.hits += 1
-                    chosen = action
-                    break
+            if rule_op == op and rule_path == path and rule.fires():
+                chosen = action
+                break
         if chosen is None:
             return
         if callable(chosen):
